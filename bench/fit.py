@@ -1,0 +1,106 @@
+"""Fitting benchmark: every target network on a folder of clips.
+
+For each target network and clip, prints the parameter count, seconds per step, the steps and
+seconds needed to reach SI-SNR 20 dB, and the final metrics. Clips are resampled to --sr (22.05 kHz,
+the papers' rate), mixed to mono and cropped to --samples (32768, the papers' 1.5 s).
+
+    python bench/fit.py bench/data/speech --inrs kan,siren --seconds 300
+    python bench/fit.py FOLDER --steps 2000 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hyperaudio import audio, config, fit, metrics, render
+from hyperaudio.functional import count_parameters
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+ALL_INRS = ["kan", "nerf", "siren", "rff", "finer", "wire", "siamese-siren", "film-siren"]
+
+
+def clips(folder: Path, sr: int, samples: int, limit: int):
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
+    for path in files:
+        x, rate = audio.load(path)
+        x = audio.resample(audio.to_mono(x), rate, sr)[0]
+        start = int(np.argmax(np.abs(x) > 0.02 * np.abs(x).max()))  # skip leading silence
+        x = x[start : start + samples]
+        x = np.pad(x, (0, samples - len(x)))
+        yield path.name, (0.9 * x / max(np.abs(x).max(), 1e-6)).astype(np.float32)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--inrs", default=",".join(ALL_INRS))
+    ap.add_argument("--sr", type=int, default=22050)
+    ap.add_argument("--samples", type=int, default=32768)
+    ap.add_argument("--clips", type=int, default=3, help="at most this many clips from the folder")
+    ap.add_argument("--steps", type=int, help="step budget (default: the preset's)")
+    ap.add_argument("--seconds", type=float, default=300.0, help="time budget per fit")
+    ap.add_argument("--threshold", type=float, default=20.0, help="SI-SNR (dB) to time")
+    ap.add_argument("--metrics", default="mse,psnr,lsd,si-snr")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if not args.folder.is_dir():
+        print(f"no such folder: {args.folder}", file=sys.stderr)
+        return 2
+    import torch
+
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    data = list(clips(args.folder, args.sr, args.samples, args.clips))
+    names = args.metrics.split(",")
+    results = []
+    for inr in args.inrs.split(","):
+        overrides = list(args.overrides) + ["fit.eval_every=10", "fit.target_sisnr=0"]
+        if args.steps:
+            overrides.append(f"fit.steps={args.steps}")
+        overrides.append(f"fit.seconds={args.seconds}")
+        cfg = config.resolve(None, inr, overrides)
+        params = count_parameters(config.build_target(cfg))
+        for clip_name, x in data:
+            reached = {}
+
+            def watch(p, reached=reached):
+                if "step" not in reached and p.sisnr >= args.threshold:
+                    reached.update(step=p.step, seconds=p.elapsed)
+
+            t0 = time.perf_counter()
+            model = fit.fit(x[None], args.sr, cfg, progress=False, callback=watch)
+            wall = time.perf_counter() - t0
+            values = metrics.evaluate(x[None], render.render(model, args.sr), args.sr, names)
+            row = {
+                "inr": inr, "clip": clip_name, "params": params, "steps": model.info["steps"],
+                "sec_per_step": wall / max(model.info["steps"], 1), "steps_to_threshold": reached.get("step"),
+                "seconds_to_threshold": reached.get("seconds"), "seconds": wall, **values,
+            }
+            results.append(row)
+            to = (f"{reached['step']} steps / {reached['seconds']:.0f} s" if reached else "not reached")
+            print(f"{inr:<14} {clip_name:<28} {params:>7,} params  {row['sec_per_step'] * 1000:7.1f} ms/step  "
+                  f"{args.threshold:g} dB: {to:<22} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                  flush=True)
+    print("\n# medians per target network")
+    for inr in args.inrs.split(","):
+        rows = [r for r in results if r["inr"] == inr]
+        hit = [r["seconds_to_threshold"] for r in rows if r["seconds_to_threshold"] is not None]
+        print(f"{inr:<14} {statistics.median(r['sec_per_step'] for r in rows) * 1000:7.1f} ms/step  "
+              f"SI-SNR {statistics.median(r['si-snr'] for r in rows):6.2f} dB  "
+              f"reached {args.threshold:g} dB in {len(hit)}/{len(rows)}"
+              + (f" (median {statistics.median(hit):.0f} s)" if hit else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

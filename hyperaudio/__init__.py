@@ -1,0 +1,6 @@
+"""hyperaudio: implicit neural representations (INRs) of sound."""
+
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["hookimpl", "__version__"]

@@ -1,0 +1,268 @@
+"""The ``hyperaudio`` command line.
+
+Bad input (missing or corrupt files, invalid settings) prints one line ``hyperaudio: error: ...``
+and exits with status 2; outputs are written atomically, so nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import HyperaudioError
+
+LIST_KINDS = {"inrs": "target_networks", "encoders": "encoders", "strategies": "strategies", "presets": "presets"}
+
+
+class UsageError(HyperaudioError):
+    pass
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperaudio", description="Implicit neural representations of sound.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fit", help="fit one sound with a target network and save it as .hya")
+    p.add_argument("input", help="audio file (any format soundfile reads)")
+    p.add_argument("--inr", help="target network, e.g. kan, siren, nerf (see 'hyperaudio list inrs')")
+    p.add_argument("--preset", help="preset name or .toml path (default: the target network's own preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set fit.lr=0.002 (repeatable)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive(int), help="optimisation steps per chunk group")
+    budget.add_argument("--seconds", type=_positive(float), help="wall-clock budget for the whole fit")
+    p.add_argument("--target-sisnr", type=float, metavar="DB", help="stop once SI-SNR reaches DB")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("-o", "--output", required=True, help="output .hya file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("render", help="render a .hya file to audio at any rate")
+    p.add_argument("input", help=".hya file")
+    p.add_argument("--sr", type=_positive(float), required=True, help="output sample rate in Hz")
+    p.add_argument("--start", type=float, default=0.0, help="start, in seconds of the source")
+    p.add_argument("--duration", type=_positive(float), help="length, in seconds of the source")
+    p.add_argument("--speed", type=_positive(float), default=1.0, help="playback speed (0.5 = half speed)")
+    p.add_argument("--no-bandlimit", action="store_true", help="evaluate directly even below the native rate")
+    p.add_argument("-o", "--output", required=True, help="output audio file (.wav, .flac, .ogg)")
+
+    p = sub.add_parser("eval", help="compare a reconstruction with its reference")
+    p.add_argument("reference")
+    p.add_argument("reconstruction", help="audio file or .hya (rendered at the reference's rate)")
+    p.add_argument("--metrics", help="comma-separated metric names (default: the fast ones; 'all' for every one)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="write waveforms and spectrograms to this PNG")
+
+    p = sub.add_parser("list", help="list registered components")
+    p.add_argument("kind", nargs="?", choices=list(LIST_KINDS), help="which kind (default: all)")
+
+    p = sub.add_parser("info", help="describe a .hya file")
+    p.add_argument("input")
+
+    p = sub.add_parser("plugin", help="manage plugins")
+    psub = p.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")
+    pl = psub.add_parser("list", help="installed plugins and what they register")
+    pl.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="the main job on the bundled demo sound: fit, render, report")
+    p.add_argument("-o", "--output", default="out/demo", help="output folder")
+    p.add_argument("--inr", default="kan")
+    p.add_argument("--seconds", type=_positive(float), default=240.0, help="fit time budget")
+    p.add_argument("--input", help="use this sound instead of the bundled one")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_fit(args) -> int:
+    from . import audio, config, fit, hya
+
+    overrides = list(args.overrides)
+    if args.steps:
+        overrides += [f"fit.steps={args.steps}", "fit.seconds=0"]
+    if args.seconds:
+        overrides += [f"fit.seconds={args.seconds}", "fit.steps=100000000"]
+    if args.target_sisnr is not None:
+        overrides.append(f"fit.target_sisnr={args.target_sisnr}")
+    if not args.inr and not args.preset:
+        raise UsageError("choose a target network with --inr NAME or a --preset")
+    cfg = config.resolve(args.preset, args.inr, overrides)
+    x, sr = audio.load(args.input)
+    out = Path(args.output)
+    _check_writable(out)
+    print(f"fitting {args.input} ({x.shape[0]} ch, {x.shape[1] / sr:.2f} s at {sr} Hz) with "
+          f"{cfg['target']['name']} [{cfg['preset'].get('name') or 'defaults'}]", file=sys.stderr)
+    inr = fit.fit(x, sr, cfg, device=args.device, progress=not args.quiet)
+    hya.save(inr, out)
+    info = inr.info
+    note = " (interrupted: saved the progress so far)" if info["interrupted"] else ""
+    print(f"saved {out}: {info['steps']} steps in {info['seconds']:.1f} s, "
+          f"SI-SNR {info['sisnr']:.2f} dB{note}", file=sys.stderr)
+    return 130 if info["interrupted"] else 0
+
+
+def cmd_render(args) -> int:
+    from . import audio, hya, render
+
+    inr = hya.load(args.input)
+    if args.start >= inr.duration:
+        raise UsageError(f"--start {args.start} is past the end of the sound ({inr.duration:.3f} s)")
+    y = render.render(inr, args.sr, start=args.start, duration=args.duration, speed=args.speed,
+                      bandlimit=not args.no_bandlimit)
+    audio.save(args.output, y, args.sr)
+    print(f"wrote {args.output}: {y.shape[1] / args.sr:.3f} s at {args.sr:g} Hz", file=sys.stderr)
+    return 0
+
+
+def _load_for_eval(path: str, sr: float | None = None):
+    from . import audio, hya, render
+
+    if path.endswith(".hya"):
+        inr = hya.load(path)
+        rate = sr or inr.sample_rate
+        return render.render(inr, rate), rate
+    return audio.load(path)
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from . import audio, metrics, report
+
+    ref, sr = audio.load(args.reference)
+    est, est_sr = _load_for_eval(args.reconstruction, sr)
+    if est_sr != sr:
+        est = audio.resample(est, est_sr, sr)
+    if ref.shape[0] != est.shape[0]:
+        ref, est = audio.to_mono(ref), audio.to_mono(est)
+    if abs(ref.shape[1] - est.shape[1]) > max(16, 0.01 * ref.shape[1]):
+        raise UsageError(f"lengths differ: reference {ref.shape[1] / sr:.3f} s, "
+                         f"reconstruction {est.shape[1] / sr:.3f} s")
+    n = min(ref.shape[1], est.shape[1])
+    ref, est = ref[:, :n], est[:, :n]
+    names = None
+    if args.metrics:
+        names = list(metrics.METRICS) if args.metrics == "all" else [m.strip() for m in args.metrics.split(",")]
+    try:
+        values = metrics.evaluate(ref, est, sr, names)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.plot:
+        report.plot_comparison(ref.mean(0), est.mean(0), sr, args.plot,
+                               title=f"{Path(args.reference).name} vs {Path(args.reconstruction).name}")
+    if args.json:
+        print(json.dumps({k: (None if not np.isfinite(v) else v) for k, v in values.items()}, indent=2))
+    else:
+        width = max(map(len, values))
+        for name, value in values.items():
+            m = metrics.METRICS[name]
+            print(f"{name:<{width}}  {value:10.4f}   ({m.better} is better)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .plugins import KIND_LABELS, get_registry
+
+    registry = get_registry()
+    kinds = [LIST_KINDS[args.kind]] if args.kind else list(LIST_KINDS.values())
+    for kind in kinds:
+        title = next(k for k, v in LIST_KINDS.items() if v == kind)
+        print(f"{title}:")
+        names = registry.names(kind)
+        if not names:
+            print(f"  (no {KIND_LABELS[kind]} registered)")
+        for name in names:
+            entry = registry.get(kind, name)
+            if kind == "presets":
+                desc = entry.obj.get("preset", {}).get("description", "")
+                desc = f"{entry.obj['target']['name']:<14} {desc}"
+            else:
+                desc = entry.description
+            source = "" if entry.dist == "hyperaudio" else f"  [{entry.dist}]"
+            print(f"  {name:<22} {desc}{source}")
+    for info in registry.broken():
+        print(f"warning: plugin {info.name} is broken: {info.error}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import functional, hya
+
+    inr = hya.load(args.input)
+    per_chunk = functional.count_parameters(inr.module)
+    print(f"file:        {args.input}")
+    print(f"target:      {inr.config['target']['name']} ({per_chunk:,} parameters per chunk and channel)")
+    print(f"preset:      {inr.config['preset'].get('name') or '-'}")
+    print(f"native rate: {inr.sample_rate:g} Hz, {inr.duration:.3f} s, {inr.channels} channel(s)")
+    print(f"chunks:      {len(inr.chunks)} x {inr.chunks[0][1]} samples")
+    for key, value in inr.info.items():
+        print(f"{key + ':':<12} {value}")
+    return 0
+
+
+def cmd_plugin(args) -> int:
+    from .plugins import get_registry
+
+    registry = get_registry()
+    plugins = list(registry.plugins.values())
+    if args.json:
+        print(json.dumps([p.as_dict() for p in plugins], indent=2))
+        return 0
+    for p in plugins:
+        counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in p.as_dict()["registered"].items() if v)
+        print(f"{p.name} {p.version}  [{p.status}]  {counts or 'nothing registered'}")
+        if p.error:
+            print(f"    error: {p.error}")
+        for message in p.messages:
+            print(f"    note: {message}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.output), inr=args.inr, seconds=args.seconds, source=args.input)
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"cannot write {path}: {parent} is not a directory")
+
+
+COMMANDS = {"fit": cmd_fit, "render": cmd_render, "eval": cmd_eval, "list": cmd_list, "info": cmd_info,
+            "plugin": cmd_plugin, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HyperaudioError as exc:
+        print(f"hyperaudio: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # invalid numeric arguments reaching the library
+        print(f"hyperaudio: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hyperaudio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Presets and resolved configurations.
+
+A preset is a TOML file (``presets/*.toml``, or contributed by a plugin) with these tables::
+
+    [preset]        name, description, paper
+    [target]        name = "kan"            # a registered target network
+    [target.params] constructor keywords of that target network
+    [fit]           single-sound fitting budget and optimiser
+    [loss]          reconstruction-loss weights (hypersound.md §3.4)
+
+Resolution order: built-in defaults < preset < ``--inr`` < ``--set key=value`` overrides.
+The resolved config is validated (unknown keys, wrong types, unknown target parameters) and
+stored verbatim in every ``.hya`` file, so a result can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "preset": {"name": "", "description": "", "paper": ""},
+    "target": {"name": "", "params": {}},
+    "fit": {
+        "steps": 2000,  # step budget per group of chunks
+        "seconds": 0.0,  # wall-clock budget for the whole fit (0 = none)
+        "target_sisnr": 0.0,  # stop once every chunk reaches this SI-SNR in dB (0 = off)
+        "lr": 1e-3,
+        "min_lr_ratio": 0.05,  # cosine decay floor, relative to lr
+        "weight_decay": 0.0,
+        "optimizer": "adamw",
+        "chunk_samples": 32768,  # HyperSound/FewSound clip length (~1.5 s at 22.05 kHz)
+        "overlap_samples": 1024,  # crossfade length between chunks
+        "chunk_batch": 8,  # chunks (x channels) fitted together in one batched call
+        "seed": 0,
+        "eval_every": 25,
+    },
+    "loss": {"lambda_t": 1.0, "lambda_f": 1.0, "lambda_mse": 0.0, "p": 0.0, "ramp_steps": 0},
+}
+OPTIMIZERS = ("adam", "adamw")
+
+
+def _merge(base: dict, update: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
+            out[key] = _merge(out[key], value, f"{where}{key}.")
+        elif isinstance(value, dict) and key == "params":
+            out[key] = {**out.get(key, {}), **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"fit.lr=1e-3"`` -> (["fit", "lr"], 0.001). Values are TOML literals; bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. fit.lr=0.001")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    config = copy.deepcopy(config)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = config
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a table")
+            node = nxt
+        node[path[-1]] = value
+    return config
+
+
+def read_preset_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"preset file {path} not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"preset file {path}: {exc}") from None
+
+
+def load_preset(name_or_path: str) -> dict:
+    """A registered preset by name, or a TOML file by path."""
+    from .plugins import RegistryError, get_registry
+
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        preset = read_preset_file(name_or_path)
+        preset.setdefault("preset", {}).setdefault("name", Path(name_or_path).stem)
+        return preset
+    try:
+        entry = get_registry().get("presets", name_or_path)
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    preset = copy.deepcopy(entry.obj)
+    preset.setdefault("preset", {}).setdefault("name", entry.name)
+    return preset
+
+
+def default_preset_for(target: str) -> str | None:
+    """The preset named after a target network (``kan`` -> ``kan-inr``), if one is registered."""
+    from .plugins import get_registry
+
+    names = get_registry().names("presets")
+    for candidate in (f"{target}-inr", target):
+        if candidate in names:
+            return candidate
+    return None
+
+
+def resolve(preset: str | dict | None = None, target: str | None = None, overrides: list[str] = ()) -> dict:
+    """Defaults < preset < target < overrides, validated."""
+    if preset is None and target:
+        preset = default_preset_for(target)
+    base = copy.deepcopy(DEFAULTS)
+    if preset is not None:
+        preset_dict = load_preset(preset) if isinstance(preset, str) else preset
+        if target and preset_dict.get("target", {}).get("name") not in (None, target):
+            # An explicit --inr wins, but the preset's parameters belong to another network.
+            preset_dict = {k: v for k, v in preset_dict.items() if k != "target"}
+        base = _merge(base, preset_dict)
+    if target:
+        base["target"]["name"] = target
+    config = apply_overrides(base, list(overrides))
+    validate(config)
+    return config
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
+def _unknown(where: str, key: str, known) -> ConfigError:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    more = f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown setting {where}{key!r}{more}")
+
+
+def target_signature(cls) -> dict[str, Any]:
+    """Keyword hyperparameters of a target network and their defaults."""
+    params = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        params[name] = None if p.default is inspect.Parameter.empty else p.default
+    return params
+
+
+def validate(config: dict) -> None:
+    from .plugins import RegistryError, get_registry
+
+    for section, values in config.items():
+        if section not in DEFAULTS:
+            raise _unknown("", section, DEFAULTS)
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise _unknown(f"{section}.", key, DEFAULTS[section])
+            if key != "params":
+                _check_type(f"{section}.{key}", value, DEFAULTS[section][key])
+    name = config["target"]["name"]
+    if not name:
+        raise ConfigError("no target network chosen: pass --inr NAME or a preset")
+    try:
+        cls = get_registry().get("target_networks", name).obj
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    signature = target_signature(cls)
+    for key, value in config["target"]["params"].items():
+        if key not in signature:
+            raise _unknown(f"target.params.({name}) ", key, signature)
+        _check_type(f"target.params.{key}", value, signature[key])
+    fit = config["fit"]
+    if fit["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"fit.optimizer must be one of {', '.join(OPTIMIZERS)}, got {fit['optimizer']!r}")
+    for key in ("steps", "chunk_samples", "chunk_batch", "eval_every"):
+        if fit[key] < 1:
+            raise ConfigError(f"fit.{key} must be at least 1")
+    if not 0 <= fit["overlap_samples"] < fit["chunk_samples"] // 2:
+        raise ConfigError("fit.overlap_samples must be in [0, chunk_samples / 2)")
+    if fit["lr"] <= 0:
+        raise ConfigError("fit.lr must be positive")
+
+
+def build_target(config: dict, out_channels: int | None = None):
+    """Instantiate the configured target network."""
+    from .plugins import get_registry
+
+    cls = get_registry().get("target_networks", config["target"]["name"]).obj
+    params = dict(config["target"]["params"])
+    if out_channels is not None and "out_channels" in target_signature(cls):
+        params["out_channels"] = out_channels
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"target network {config['target']['name']!r}: {exc}") from None

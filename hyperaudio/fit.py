@@ -1,0 +1,224 @@
+"""Fitting one sound: gradient descent on target-network parameters (no hypernetwork).
+
+Long audio is cut into equal, overlapping chunks (``fit.chunk_samples``, ``fit.overlap_samples``),
+each represented by its own parameter set and joined by crossfade when rendering. Channels are
+fitted as separate members too, so any target network handles stereo. Up to ``fit.chunk_batch``
+members are fitted together in one batched functional call, sharing one optimiser.
+
+Budgets: ``fit.steps`` per group of members, ``fit.seconds`` for the whole fit, and
+``fit.target_sisnr``: a group stops once all its members reach that SI-SNR. The learning rate
+follows a cosine decay over whichever budget runs out first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import build_target
+from .errors import AudioError
+from .functional import call_batched, fresh_parameters, heads
+from .hya import INR
+from .loss import ReconstructionLoss
+
+MAX_BAD_STEPS = 3
+
+
+@dataclass
+class FitProgress:
+    """A snapshot sent to ``callback`` every ``fit.eval_every`` steps (and at the end)."""
+
+    fraction: float  # overall progress, 0..1
+    group: int
+    groups: int
+    step: int
+    loss: float
+    sisnr: float  # mean SI-SNR (dB) of the current group, first head
+    elapsed: float
+    lr: float
+    params: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # current group, detached
+    members: list[int] = field(default_factory=list)
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def chunk_layout(num_samples: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
+    """Equal-length chunks spread evenly over the signal, consecutive ones overlapping >= ``overlap``."""
+    if num_samples <= chunk:
+        return [(0, num_samples)]
+    count = math.ceil((num_samples - overlap) / (chunk - overlap))
+    starts = np.round(np.linspace(0, num_samples - chunk, count)).astype(int)
+    return [(int(s), chunk) for s in starts]
+
+
+def time_grid(length: int, device=None) -> torch.Tensor:
+    """Coordinates of ``length`` samples spread over [-1, 1]: ``[length, 1]``."""
+    return torch.linspace(-1.0, 1.0, length, device=device).unsqueeze(-1)
+
+
+def si_snr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-row SI-SNR in dB of ``[B, T]`` tensors (zero-mean, scale-invariant)."""
+    pred = pred - pred.mean(-1, keepdim=True)
+    target = target - target.mean(-1, keepdim=True)
+    scale = (pred * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + eps)
+    projection = scale * target
+    noise = pred - projection
+    return 10 * torch.log10((projection.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+def _cosine_lr(base: float, floor_ratio: float, fraction: float) -> float:
+    fraction = min(max(fraction, 0.0), 1.0)
+    return base * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def fit(
+    audio: np.ndarray,
+    sample_rate: float,
+    config: dict,
+    *,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    callback: Callable[[FitProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> INR:
+    """Fit ``audio`` (``[C, N]`` float, or ``[N]``) and return the INR.
+
+    Ctrl-C (KeyboardInterrupt) or ``should_stop()`` ends the fit early and returns what has been
+    learnt so far, with ``info["interrupted"] = True``, so no progress is lost.
+    """
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    if audio.shape[-1] == 0:
+        raise AudioError("cannot fit an empty signal")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError("cannot fit a signal with NaN or infinite samples")
+    device = pick_device(device)
+    fc, lc = config["fit"], config["loss"]
+    channels, num_samples = audio.shape
+    torch.manual_seed(int(fc["seed"]))
+    module = build_target(config).to(device)
+    n_heads = heads(module)
+    chunks = chunk_layout(num_samples, int(fc["chunk_samples"]), int(fc["overlap_samples"]))
+    length = chunks[0][1]
+    # Members are (chunk, channel) pairs in chunk-major order, matching the .hya layout.
+    targets = torch.from_numpy(np.stack([audio[c, s : s + n] for s, n in chunks for c in range(channels)])).to(device)
+    members = targets.shape[0]
+    t = time_grid(length, device)
+    loss_fn = ReconstructionLoss(
+        sample_rate, lambda_t=lc["lambda_t"], lambda_f=lc["lambda_f"], p=lc["p"], ramp_steps=int(lc["ramp_steps"])
+    ).to(device)
+    batch = int(fc["chunk_batch"])
+    groups = [list(range(i, min(i + batch, members))) for i in range(0, members, batch)]
+    steps, seconds = int(fc["steps"]), float(fc["seconds"])
+    target_sisnr = float(fc["target_sisnr"])
+
+    def factory():
+        return build_target(config)
+
+    # Members never reached (after an interrupt) keep all-zero parameters: silence, not noise.
+    result = {n: torch.zeros(members, *p.shape, device=device) for n, p in module.named_parameters()}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", leave=True)
+    start = time.perf_counter()
+    interrupted = False
+    total_steps = 0
+    last_loss, last_sisnr = float("nan"), float("nan")
+    try:
+        for gi, group in enumerate(groups):
+            params = {n: p.to(device).requires_grad_(True) for n, p in fresh_parameters(factory, len(group)).items()}
+            optimizer = (torch.optim.AdamW if fc["optimizer"] == "adamw" else torch.optim.Adam)(
+                list(params.values()), lr=fc["lr"], weight_decay=fc["weight_decay"]
+            )
+            target = targets[group].repeat_interleave(n_heads, dim=0) if n_heads > 1 else targets[group]
+            group_start = time.perf_counter()
+            group_seconds = seconds * len(group) / members if seconds > 0 else 0.0
+            good = {n: p.detach().clone() for n, p in params.items()}
+            bad_steps, lr_scale, step = 0, 1.0, 0
+            while True:
+                elapsed = time.perf_counter() - group_start
+                fraction = step / steps
+                if group_seconds > 0:
+                    fraction = max(fraction, elapsed / group_seconds)
+                if fraction >= 1 or (should_stop is not None and should_stop()):
+                    break
+                lr = _cosine_lr(fc["lr"], fc["min_lr_ratio"], fraction) * lr_scale
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                pred = call_batched(module, params, t)  # [B, L, H]
+                pred = pred.permute(0, 2, 1).reshape(-1, length)  # [B*H, L], head-major per member
+                loss, _ = loss_fn(pred, target, step=step)
+                if lc["lambda_mse"]:
+                    loss = loss + lc["lambda_mse"] * torch.mean((pred - target) ** 2)
+                if not torch.isfinite(loss):
+                    # Roll back to the last good parameters and retry at half the learning rate.
+                    bad_steps += 1
+                    if bad_steps > MAX_BAD_STEPS:
+                        break
+                    with torch.no_grad():
+                        for n, p in params.items():
+                            p.copy_(good[n])
+                    optimizer.state.clear()
+                    lr_scale *= 0.5
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                total_steps += 1
+                if step % int(fc["eval_every"]) == 0 or step == 1:
+                    with torch.no_grad():
+                        first = pred.detach().view(len(group), n_heads, length)[:, 0]
+                        scores = si_snr(first, targets[group])
+                    last_loss, last_sisnr = float(loss), float(scores.mean())
+                    good = {n: p.detach().clone() for n, p in params.items()}
+                    overall = (gi + min(fraction, 1.0)) / len(groups)
+                    if bar is not None:
+                        bar.n = round(100 * overall, 1)
+                        bar.set_postfix_str(
+                            f"chunk group {gi + 1}/{len(groups)} step {step} loss {last_loss:.4f} SI-SNR {last_sisnr:.2f} dB"
+                        )
+                    if callback is not None:
+                        callback(
+                            FitProgress(overall, gi, len(groups), step, last_loss, last_sisnr,
+                                        time.perf_counter() - start, lr, dict(good), list(group))
+                        )
+                    if target_sisnr and float(scores.min()) >= target_sisnr:
+                        break
+            with torch.no_grad():
+                for n, p in params.items():
+                    result[n][group] = p.detach() if bad_steps <= MAX_BAD_STEPS else good[n]
+            if should_stop is not None and should_stop():
+                interrupted = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        if "good" in locals():
+            with torch.no_grad():
+                for n in result:
+                    result[n][group] = good[n]
+    finally:
+        if bar is not None:
+            bar.n = 100 if not interrupted else bar.n
+            bar.close()
+    info = {
+        "steps": total_steps,
+        "seconds": round(time.perf_counter() - start, 3),
+        "loss": last_loss,
+        "sisnr": last_sisnr,
+        "interrupted": interrupted,
+        "device": str(device),
+    }
+    module = module.cpu()
+    return INR(config, module, {n: p.cpu() for n, p in result.items()}, float(sample_rate), num_samples, channels,
+               chunks, info)

@@ -1,0 +1,1 @@
+"""Preset TOML files, installed as the ``hyperaudio_presets`` package (data only)."""
