@@ -34,4 +34,4 @@ bench: setup
 	$(BIN)/python bench/fit.py $(DATA)
 
 clean:
-	rm -rf out .pytest_cache build *.egg-info
+	rm -rf out .pytest_cache build *.egg-info plugins/*/build plugins/*/src/*.egg-info

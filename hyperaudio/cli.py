@@ -73,16 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a .hya file")
     p.add_argument("input")
 
-    p = sub.add_parser("plugin", help="manage plugins")
-    psub = p.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")
-    pl = psub.add_parser("list", help="installed plugins and what they register")
-    pl.add_argument("--json", action="store_true")
+    from .plugin_cli import add_commands
+
+    COMMANDS.update(add_commands(sub))  # plugin install/uninstall/list/freeze/check, presets list/show/dir
 
     p = sub.add_parser("demo", help="the main job on the bundled demo sound: fit, render, report")
     p.add_argument("-o", "--output", default="out/demo", help="output folder")
     p.add_argument("--inr", default="kan")
     p.add_argument("--seconds", type=_positive(float), default=240.0, help="fit time budget")
     p.add_argument("--input", help="use this sound instead of the bundled one")
+    from .playback.cli import add_commands as add_playback_commands
+
+    COMMANDS.update(add_playback_commands(sub))  # play, devices, export
     return parser
 
 
@@ -213,24 +215,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_plugin(args) -> int:
-    from .plugins import get_registry
-
-    registry = get_registry()
-    plugins = list(registry.plugins.values())
-    if args.json:
-        print(json.dumps([p.as_dict() for p in plugins], indent=2))
-        return 0
-    for p in plugins:
-        counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in p.as_dict()["registered"].items() if v)
-        print(f"{p.name} {p.version}  [{p.status}]  {counts or 'nothing registered'}")
-        if p.error:
-            print(f"    error: {p.error}")
-        for message in p.messages:
-            print(f"    note: {message}")
-    return 0
-
-
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -245,7 +229,7 @@ def _check_writable(path: Path) -> None:
 
 
 COMMANDS = {"fit": cmd_fit, "render": cmd_render, "eval": cmd_eval, "list": cmd_list, "info": cmd_info,
-            "plugin": cmd_plugin, "demo": cmd_demo}
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

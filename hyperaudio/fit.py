@@ -180,7 +180,7 @@ def fit(
                     with torch.no_grad():
                         first = pred.detach().view(len(group), n_heads, length)[:, 0]
                         scores = si_snr(first, targets[group])
-                    last_loss, last_sisnr = float(loss), float(scores.mean())
+                    last_loss, last_sisnr = float(loss.detach()), float(scores.mean())
                     good = {n: p.detach().clone() for n, p in params.items()}
                     overall = (gi + min(fraction, 1.0)) / len(groups)
                     if bar is not None:

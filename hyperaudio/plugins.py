@@ -243,6 +243,9 @@ def get_registry() -> Registry:
             registry = Registry()
             registry.load_default_plugins()
             registry.load_entry_points()
+            from .plugin_manager import register_user_presets  # presets in the user's config folder
+
+            register_user_presets(registry)
             _registry = registry
         return _registry
 

@@ -2,8 +2,11 @@
 unless a test opts in (HYPERAUDIO_LOAD_PLUGINS is the allowlist; empty = none)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HYPERAUDIO_LOAD_PLUGINS", "")
+# Keep the developer's own presets (~/.config/hyperaudio/presets) out of the tests, too.
+os.environ.setdefault("HYPERAUDIO_CONFIG_DIR", tempfile.mkdtemp(prefix="hyperaudio-test-config-"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402

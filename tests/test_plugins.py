@@ -128,6 +128,7 @@ def test_plugin_raising_on_import_leaves_the_host_working(tmp_path):
     assert plugins["explodes-on-import"]["status"] == "broken"
     assert "broken on purpose" in plugins["explodes-on-import"]["error"]
     assert plugins["good-plugin"]["registered"]["target_networks"] == ["line"]
-    # The allowlist keeps plugins out; empty means none.
-    result = run_cli("plugin", "list", "--json", env_extra={**env, "HYPERAUDIO_LOAD_PLUGINS": ""})
-    assert [p["name"] for p in json.loads(result.stdout)] == ["hyperaudio"]
+    # The allowlist keeps plugins out (listed as disabled); empty means none.
+    result = run_cli("plugin", "list", "--json", "--all", env_extra={**env, "HYPERAUDIO_LOAD_PLUGINS": ""})
+    statuses = {p["name"]: p["status"] for p in json.loads(result.stdout)}
+    assert statuses == {"hyperaudio": "ok", "explodes-on-import": "disabled", "good-plugin": "disabled"}
