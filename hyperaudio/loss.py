@@ -171,7 +171,7 @@ class MultiResolutionMelSTFTLoss(nn.Module):
     and reflect padding would fail); if none fits, the loss is 0.
 
     The target's spectra are cached while the very same, unmodified target tensor comes back (a
-    fit passes one target for thousands of steps): that saves the target's STFTs, about a third of
+    fit passes one target for thousands of steps): that saves the target's STFTs, about 15 % of
     the cost. A target that requires grad is never cached.
     """
 
