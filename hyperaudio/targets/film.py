@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
-from .siren import siren_output, siren_uniform_
+from .siren import SIREN, siren_uniform_
 
 
 class FiLMSineLayer(nn.Module):
@@ -25,7 +23,7 @@ class FiLMSineLayer(nn.Module):
         return torch.sin(self.omega * self.gamma * self.linear(x) + self.beta)
 
 
-class FiLMSIREN(nn.Module):
+class FiLMSIREN(SIREN):
     """Periodic conditional INR (PCINR; conditional-inr-synthesis.txt) with π-GAN FiLM layers.
 
     Hidden layer ``i``: ``h_i = sin(γ'_i ⊙ (W_i h_(i-1) + b_i) + β_i)`` with per-unit frequency
@@ -43,26 +41,8 @@ class FiLMSIREN(nn.Module):
     sensitive to them; lower them for signals with less high-frequency content.
     """
 
-    def __init__(
-        self,
-        hidden: Sequence[int] = (90,) * 5,
-        omega_0: float = 2000.0,
-        omega_i: float = 30.0,
-        out_channels: int = 1,
-    ):
-        super().__init__()
-        widths = [1, *map(int, hidden)]
-        self.layers = nn.Sequential(
-            *(
-                FiLMSineLayer(widths[i], widths[i + 1], omega_0 if i == 0 else omega_i, first=i == 0)
-                for i in range(len(widths) - 1)
-            )
-        )
-        self.output = siren_output(widths[-1], out_channels, omega_i)
+    layer = FiLMSineLayer
 
     @property
     def modulation_parameters(self) -> list[str]:
         return [f"layers.{i}.{name}" for i in range(len(self.layers)) for name in ("gamma", "beta")]
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.output(self.layers(t))

@@ -60,6 +60,8 @@ class SIREN(nn.Module):
     rates (HyperSound §4.3: 1/100 of FMLP's).
     """
 
+    layer = SineLayer  # subclasses swap the hidden-layer type (FiLM-SIREN)
+
     def __init__(
         self,
         hidden: Sequence[int] = (90,) * 5,
@@ -71,7 +73,7 @@ class SIREN(nn.Module):
         widths = [1, *map(int, hidden)]
         self.layers = nn.Sequential(
             *(
-                SineLayer(widths[i], widths[i + 1], omega_0 if i == 0 else omega_i, first=i == 0)
+                self.layer(widths[i], widths[i + 1], omega_0 if i == 0 else omega_i, first=i == 0)
                 for i in range(len(widths) - 1)
             )
         )
