@@ -7,6 +7,7 @@ A preset is a TOML file (``presets/*.toml``, or contributed by a plugin) with th
     [target.params] constructor keywords of that target network
     [fit]           single-sound fitting budget and optimiser
     [loss]          reconstruction-loss weights (hypersound.md §3.4)
+    [hypernet]      hypernetwork: encoder, strategy, head, model rate and clip length
 
 Resolution order: built-in defaults < preset < ``--inr`` < ``--set key=value`` overrides.
 The resolved config is validated (unknown keys, wrong types, unknown target parameters) and
@@ -42,6 +43,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_every": 25,
     },
     "loss": {"lambda_t": 1.0, "lambda_f": 1.0, "lambda_mse": 0.0, "p": 0.0, "ramp_steps": 0},
+    # Hypernetworks (hypersound.md §3.2; defaults are HyperSound's): encoder + strategy + head.
+    "hypernet": {
+        "encoder": "soundstream",
+        "encoder_params": {},
+        "strategy": "standard",
+        "strategy_params": {},
+        "head_hidden": [400, 768, 768, 768, 768, 400],
+        "head_kind": "dense",  # dense | lowrank | chunked (hyperaudio.hypernet.head)
+        "head_rank": 64,
+        "head_chunk": 4096,
+        "sample_rate": 22050,  # the model's rate: inputs are resampled to it
+        "num_samples": 32768,  # the model's clip length (~1.5 s at 22.05 kHz)
+    },
 }
 OPTIMIZERS = ("adam", "adamw")
 
