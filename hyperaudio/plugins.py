@@ -14,6 +14,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
@@ -249,6 +250,20 @@ def get_registry() -> Registry:
             register_user_presets(registry)
             _registry = registry
         return _registry
+
+
+@contextlib.contextmanager
+def use_registry(registry: Registry):
+    """Make ``registry`` the process-wide one for the duration of a ``with`` block (config
+    resolution and ``.hya`` loading look names up there), then restore the previous one."""
+    global _registry
+    with _lock:
+        saved, _registry = _registry, registry
+    try:
+        yield registry
+    finally:
+        with _lock:
+            _registry = saved
 
 
 def reset_registry() -> None:

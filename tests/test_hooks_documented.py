@@ -16,6 +16,7 @@ import pytest
 from torch import nn
 
 from hyperaudio import hookimpl, hookspecs
+from hyperaudio.hypernet.strategies import Strategy
 from hyperaudio.plugins import Registry
 from hyperaudio.testing import check_encoder, check_preset, check_strategy, check_target_network
 
@@ -69,9 +70,14 @@ class HookEncoder(nn.Module):
         return self.proj(x.unfold(-1, 16, 16).mean(1))
 
 
-class HookStrategy:
-    def __init__(self, target, rank: int = 2):
-        self.names = [n for n, _ in target.named_parameters()]
+class HookStrategy(Strategy):
+    def __init__(self, target, init_scale: float = 0.1):
+        super().__init__(target, init_scale)
+        for name, value in target.named_parameters():
+            self.generate(name, value, 1.0)
+
+    def combine(self, generated, step=None):
+        return dict(generated)
 
 
 def hook_register_target_networks():

@@ -206,16 +206,13 @@ def _find_plugin(registry, dist: str):
 def _as_process_registry(registry):
     """Run checks against ``registry``: config resolution and ``.hya`` loading look names up in the
     process-wide registry, so a registry passed in explicitly stands in for it meanwhile."""
-    from hyperaudio import plugins
+    from hyperaudio.plugins import use_registry
 
-    if registry is None or plugins._registry is registry:
+    if registry is None:
         yield
         return
-    saved, plugins._registry = plugins._registry, registry
-    try:
+    with use_registry(registry):
         yield
-    finally:
-        plugins._registry = saved
 
 
 def plugin_report(dist: str, registry=None) -> dict:

@@ -506,31 +506,77 @@ def _check_strategy_instance(label: str, strategy) -> None:
                 raise AssertionError(f"strategy {label}: parameter {n!r} is not finite after construction")
 
 
+class _TinyEncoder:
+    """A two-layer conv encoder the kit drives strategies with (built lazily: torch is imported late)."""
+
+    @staticmethod
+    def build():
+        nn = _torch().nn
+
+        class TinyEncoder(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv1d(1, 4, 9, stride=8, padding=4)
+                self.out = nn.Linear(4, 8)
+
+            def forward(self, x):
+                return self.out(nn.functional.elu(self.conv(x.unsqueeze(1))).mean(-1))
+
+        return TinyEncoder()
+
+
+def _drive(label: str, strategy, target) -> None:
+    """Build a tiny hypernetwork around ``strategy`` and ``target``; run forward and backward."""
+    torch = _torch()
+    from hyperaudio.functional import parameter_shapes
+    from hyperaudio.hypernet.model import HyperNetwork
+
+    samples = 256
+    model = HyperNetwork(_TinyEncoder.build(), strategy, target, samples, hidden=[16])
+    wave = _waveform(2, samples, seed=3)
+    params = model(wave, step=0)
+    shapes = parameter_shapes(target)
+    for name, value in params.items():
+        if name not in shapes:
+            raise AssertionError(f"{label}: combine() returned {name!r}, which the target network does not have")
+        if tuple(value.shape) != (2, *shapes[name]):
+            raise AssertionError(f"{label}: combine() gave {name!r} shape {list(value.shape)}, "
+                                 f"expected [2, {', '.join(map(str, shapes[name]))}]")
+    y = model.render(params, samples)
+    if not torch.isfinite(y).all():
+        raise AssertionError(f"{label}: the generated target network outputs non-finite values")
+    y.square().mean().backward()
+    for n, p in [*model.head.named_parameters(), *model.strategy.named_parameters()]:
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all()):
+            raise AssertionError(f"{label}: parameter {n!r} gets no finite gradient through the target network")
+
+
 def check_works_with_strategies(s: Subject):
-    """Every registered hypernetwork strategy can be built for it at tiny size."""
+    """Every registered hypernetwork strategy drives it: a tiny hypernetwork runs forward and backward."""
     from hyperaudio.plugins import get_registry
 
     registry = get_registry()
     names = registry.names("strategies")
     if not names:
         raise SkipCheck("no hypernetwork strategies are registered")
-    _seeded()
-    module = s.build()
     used, unsupported = [], []
     for name in names:
+        _seeded()
+        module = s.build()
         cls = registry.get("strategies", name).obj
         if not _supports(cls, module):
             unsupported.append(name)
             continue
         try:
             strategy = _construct_strategy(cls, module)
+            _check_strategy_instance(name, strategy)
+            _drive(f"strategy {name!r}", strategy, module)
         except AssertionError:
             raise
         except Exception as exc:
             raise AssertionError(f"strategy {name!r} failed for it: {type(exc).__name__}: {exc}") from exc
-        _check_strategy_instance(name, strategy)
         used.append(name)
-    note = f"built with {', '.join(used) or 'no strategy'}"
+    note = f"driven by {', '.join(used) or 'no strategy'}"
     if unsupported:
         note += f"; not supported by (strategy.supports is False): {', '.join(unsupported)}"
     return note
@@ -685,7 +731,20 @@ def check_strategy_constructs(s: Subject):
     return "built for " + ", ".join(built)
 
 
-STRATEGY_CHECKS: list[Callable] = [check_strategy_constructs]
+def check_strategy_drives_target(s: Subject):
+    """A tiny hypernetwork with this strategy yields ``[B, *shape]`` parameters, finite output, and
+    gradients for the head and every learned parameter of the strategy."""
+    driven = []
+    for target in tiny_targets():
+        if not _supports(s.obj, target):
+            continue
+        _seeded()
+        _drive(f"{s.label} on {type(target).__name__}", _construct_strategy(s.obj, target), target)
+        driven.append(type(target).__name__)
+    return "drove " + ", ".join(driven)
+
+
+STRATEGY_CHECKS: list[Callable] = [check_strategy_constructs, check_strategy_drives_target]
 
 
 # -- presets ---------------------------------------------------------------------------------------
