@@ -40,8 +40,8 @@ KINDS = {
 KIND_LABELS = {"target_networks": "target network", "encoders": "encoder", "strategies": "strategy", "presets": "preset"}
 
 BUILTIN_DIST = "hyperaudio"
-DEFAULT_PLUGINS = ("hyperaudio.default_plugins.targets", "hyperaudio.default_plugins.strategies",
-                   "hyperaudio.default_plugins.presets")
+DEFAULT_PLUGINS = ("hyperaudio.default_plugins.targets", "hyperaudio.default_plugins.encoders",
+                   "hyperaudio.default_plugins.strategies", "hyperaudio.default_plugins.presets")
 ENTRY_POINT_GROUP = "hyperaudio"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 

@@ -52,12 +52,18 @@ def sandbox(tmp_path_factory):
     probe = box.python("-c", "import importlib.util as u, hyperaudio, torch; "
                              "assert u.find_spec('pip') and u.find_spec('setuptools')")
     assert probe.returncode == 0, probe.stderr
+    # Plugins installed in this environment (make test installs the encoder plugins) are visible in
+    # the sandbox too; the tests look only at what they install themselves.
+    box.preexisting = set(box.plugins())
+    box.preexisting_freeze = set(_ok(box.cli("plugin", "freeze")).stdout.splitlines())
     return box
 
 
 class Sandbox:
     def __init__(self, python: Path, work: Path, env: dict, root: Path):
         self.python_path, self.work, self.env, self.root = python, work, env, root
+        self.preexisting: set[str] = set()
+        self.preexisting_freeze: set[str] = set()
 
     def python(self, *args, input=None, timeout=300, cwd=None):
         return subprocess.run([str(self.python_path), *args], cwd=cwd or self.work, env=self.env, input=input,
@@ -69,7 +75,11 @@ class Sandbox:
     def plugins(self, *extra) -> dict:
         result = self.cli("plugin", "list", "--json", *extra)
         assert result.returncode == 0, result.stderr
-        return {p["name"]: p for p in json.loads(result.stdout)}
+        return {p["name"]: p for p in json.loads(result.stdout) if p["name"] not in self.preexisting}
+
+    def freeze(self) -> list[str]:
+        result = _ok(self.cli("plugin", "freeze"))
+        return [line for line in result.stdout.splitlines() if line not in self.preexisting_freeze]
 
     def version(self, dist: str) -> str | None:
         """The installed version of ``dist`` in the sandbox (metadata only; quicker than pip show)."""
@@ -148,7 +158,7 @@ def test_examples_install_list_freeze_test_and_uninstall(sandbox):
     assert set(plugins["hyperaudio-recipes"]["registered"]["presets"]) == {"kan-small", "nerf-small"}
 
     # freeze: pip-style lines that reinstall exactly these.
-    lines = _ok(sandbox.cli("plugin", "freeze")).stdout.splitlines()
+    lines = sandbox.freeze()
     assert any(line.startswith("hyperaudio-gridinr @ file://") for line in lines), lines
     assert any(line.startswith("-e ") and line.endswith("recipes") for line in lines), lines
 
@@ -185,8 +195,8 @@ def test_broken_plugins_leave_every_plugin_command_working(sandbox):
         assert "RuntimeError: broken on purpose" in plugins["hyperaudio-raises"]["error"]
         assert plugins["hyperaudio-dies"]["status"] == "broken"
         assert "died" in plugins["hyperaudio-dies"]["error"]
-        assert "hyperaudio-raises==0.1.0" not in _ok(sandbox.cli("plugin", "freeze")).stdout  # a file:// install
-        assert len(_ok(sandbox.cli("plugin", "freeze")).stdout.splitlines()) == 2
+        assert "hyperaudio-raises==0.1.0" not in sandbox.freeze()  # a file:// install
+        assert len(sandbox.freeze()) == 2
         result = sandbox.cli("plugin", "check", "hyperaudio-raises")
         assert result.returncode == 1 and "broken on purpose" in result.stdout
         # Installing a good plugin next to them still works (the check loads it in a child process).

@@ -131,4 +131,6 @@ def test_plugin_raising_on_import_leaves_the_host_working(tmp_path):
     # The allowlist keeps plugins out (listed as disabled); empty means none.
     result = run_cli("plugin", "list", "--json", "--all", env_extra={**env, "HYPERAUDIO_LOAD_PLUGINS": ""})
     statuses = {p["name"]: p["status"] for p in json.loads(result.stdout)}
-    assert statuses == {"hyperaudio": "ok", "explodes-on-import": "disabled", "good-plugin": "disabled"}
+    assert statuses["hyperaudio"] == "ok"  # plugins installed in this environment (make test installs some) also show
+    assert {"explodes-on-import", "good-plugin"} <= set(statuses)
+    assert all(status == "disabled" for name, status in statuses.items() if name != "hyperaudio")

@@ -486,9 +486,10 @@ def test_disabled_and_broken_plugins_are_listed(tmp_path, monkeypatch):
     assert rows["kit-good"]["status"] == "disabled" and "HYPERAUDIO_LOAD_PLUGINS" in rows["kit-good"]["error"]
     assert rows["kit-broken"]["status"] == "broken" and "nope" in rows["kit-broken"]["error"]
     assert "hyperaudio" not in rows
-    assert [p.name for p in pm.installed_plugins()] == ["kit-broken", "kit-good"]
+    # Only the fakes: plugin distributions installed in this environment (make test installs some) also show.
+    assert [p.name for p in pm.installed_plugins() if p.name.startswith("kit-")] == ["kit-broken", "kit-good"]
     assert pm.find_plugin("kit_good").name == "kit-good" and pm.find_plugin("plug").name == "kit-broken"
-    assert sorted(pm.freeze()) == ["kit-broken==0.1", "kit-good==0.1"]
+    assert sorted(line for line in pm.freeze() if line.startswith("kit-")) == ["kit-broken==0.1", "kit-good==0.1"]
     with pytest.raises(pm.PluginCommandError, match="not a hyperaudio plugin"):
         pm.uninstall("torch")
 
