@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all,test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e plugins/snac-encoder -e plugins/whisper-encoder
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,10 +22,17 @@ setup: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
-## The main job: fit the bundled demo sound, render it at 8, 22.05 and 48 kHz, write a report.
+## The main job: the desktop app on the bundled demo sound; with no display, the headless demo
+## (fit the demo sound, render it at 8, 22.05 and 48 kHz, write a report).
 run: setup
-	$(BIN)/hyperaudio demo -o out/demo
-	@echo "report: out/demo/report.md (picture: out/demo/report.png)"
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY$$QT_QPA_PLATFORM" ]; then \
+	  echo "opening the desktop app on the bundled demo sound (hyperaudio gui --demo)"; \
+	  $(BIN)/hyperaudio gui --demo; \
+	else \
+	  echo "no display (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset): running the headless demo instead"; \
+	  $(BIN)/hyperaudio demo -o out/demo && \
+	  echo "report: out/demo/report.md (picture: out/demo/report.png)"; \
+	fi
 
 test: setup
 	$(BIN)/python -m pytest -q

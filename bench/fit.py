@@ -56,6 +56,9 @@ def main() -> int:
         return 2
     import torch
 
+    from hyperaudio.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the hyperaudio CLI does
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     data = list(clips(args.folder, args.sr, args.samples, args.clips))

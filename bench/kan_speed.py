@@ -11,23 +11,21 @@ the two agree, then prints the median and minimum wall time of each. ``--batch B
 
 On a machine shared with other jobs take several runs; the minimum is the least disturbed one.
 
-``--keep-freed-memory`` asks glibc to keep freed memory instead of returning it to the kernel
-(``mallopt``, like ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``). PyTorch's CPU allocator
-does not cache, so by default every large tensor is a fresh ``mmap`` whose pages fault in one by
-one; on a VM that costs about as much as the arithmetic of a step. It is a process-wide setting,
-shown here to separate that cost from the model's own.
+``--keep-freed-memory`` applies ``hyperaudio.runtime.keep_freed_memory`` (glibc keeps freed memory
+instead of returning it to the kernel), which the ``hyperaudio`` CLI does for every command; without
+it the figures show the page-fault cost a library user pays in a default process.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
 import torch
 
 from hyperaudio.functional import call_batched, fresh_parameters
+from hyperaudio.runtime import keep_freed_memory
 from hyperaudio.targets.kan import KAN
 
 
@@ -46,13 +44,6 @@ def use_dense(model: KAN) -> None:
     """Swap every layer's basis evaluation for the reference."""
     for layer in model.layers:
         layer.basis = lambda x, layer=layer: dense_basis(x, layer.grid, layer.spline_order)
-
-
-def keep_freed_memory() -> None:
-    libc = ctypes.CDLL("libc.so.6")
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 def timed(step, repeats: int) -> list[float]:

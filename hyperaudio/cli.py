@@ -67,6 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", metavar="PNG", help="write waveforms and spectrograms to this PNG")
 
+    p = sub.add_parser("train", help="train a hypernetwork on a folder of audio (docs/hypernetworks.md)")
+    p.add_argument("--preset", help="preset name or .toml path, e.g. hypersound-nerf (optional with --resume)")
+    p.add_argument("--data", help="training audio: a folder (recursive), a list file or a glob pattern")
+    p.add_argument("--val", help="held-out audio: a folder, a list file, or a glob pattern selecting files of --data")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.lr=0.001 (repeatable)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive(int), help="training steps (train.steps)")
+    budget.add_argument("--seconds", type=_positive(float), help="wall-clock budget (train.seconds)")
+    p.add_argument("--resume", action="store_true", help="continue the run in -o exactly where it stopped")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (model, checkpoint, metrics)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("encode", help="encode a sound into a .hya with a trained hypernetwork")
+    p.add_argument("model", help="run folder or model.safetensors")
+    p.add_argument("input", help="audio file (any format soundfile reads)")
+    p.add_argument("-o", "--output", required=True, help="output .hya file")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="test-time refinement: gradient steps from the generated weights (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("list", help="list registered components")
     p.add_argument("kind", nargs="?", choices=list(LIST_KINDS), help="which kind (default: all)")
 
@@ -76,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .plugin_cli import add_commands
 
     COMMANDS.update(add_commands(sub))  # plugin install/uninstall/list/freeze/check, presets list/show/dir
+
+    p = sub.add_parser("gui", help="open the desktop app (needs the gui extra: PySide6, pyqtgraph)")
+    p.add_argument("files", nargs="*", help="sounds or .hya files to open")
+    p.add_argument("--demo", action="store_true", help="open the bundled demo sound")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="start, print 'hyperaudio-gui: ready' once the window is up, and quit")
+    p.add_argument("--screenshot", metavar="PNG", help="with --smoke-test: save the window to this PNG")
 
     p = sub.add_parser("demo", help="the main job on the bundled demo sound: fit, render, report")
     p.add_argument("-o", "--output", default="out/demo", help="output folder")
@@ -175,6 +205,82 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import os
+
+    from . import config
+    from .hypernet.train import read_checkpoint, train
+
+    overrides = list(args.overrides)
+    if args.steps:
+        overrides += [f"train.steps={args.steps}", "train.seconds=0"]
+    if args.seconds:
+        overrides += [f"train.seconds={args.seconds}"]
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a folder")
+    if args.resume:
+        state, _ = read_checkpoint(out)  # a clear error when there is nothing to resume
+        if args.preset:
+            cfg = config.resolve(args.preset, None, overrides)
+        else:
+            cfg = config.apply_overrides(state["config"], overrides)
+            config.validate(cfg)
+        sources = state.get("sources", {})
+        data = args.data or sources.get("data")
+        val = args.val if args.data else sources.get("val")
+        if not data:
+            raise UsageError("--resume: pass --data (the run does not record its data)")
+    else:
+        if not args.preset:
+            raise UsageError("choose a model with --preset NAME (e.g. hypersound-nerf; see 'hyperaudio presets list')")
+        if not args.data:
+            raise UsageError("--data is required: a folder, list file or glob pattern of training audio")
+        cfg = config.resolve(args.preset, None, overrides)
+        data, val = args.data, args.val
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    result = train(cfg, data, val, out_dir=out, resume=args.resume, device=args.device, progress=not args.quiet)
+    if main_process:
+        val_text = ""
+        if result.val:
+            v = result.val
+            val_text = "; validation " + ", ".join(
+                f"{k} {v[k]:.4g} (silence {v.get('silence.' + k, float('nan')):.4g})"
+                for k in cfg["train"]["val_metrics"] if k in v)
+        note = " (interrupted: checkpoint saved, continue with --resume)" if result.interrupted else ""
+        print(f"saved {result.model_path}: {result.steps} steps in {result.seconds:.1f} s{val_text}{note}",
+              file=sys.stderr)
+    return 130 if result.interrupted else 0
+
+
+def cmd_encode(args) -> int:
+    import time
+
+    import numpy as np
+
+    from . import audio, hya, metrics, render
+    from .hypernet.encode import encode
+
+    if args.refine < 0:
+        raise UsageError("--refine must be >= 0")
+    x, sr = audio.load(args.input)
+    out = Path(args.output)
+    _check_writable(out)
+    start = time.perf_counter()
+    inr = encode(args.model, x, sr, refine_steps=args.refine, device=args.device,
+                 progress=not args.quiet and args.refine > 0)
+    seconds = time.perf_counter() - start
+    hya.save(inr, out)
+    y = render.render(inr, sr)
+    n = min(x.shape[1], y.shape[1])
+    score = float(np.mean([metrics.evaluate(x[c, :n], y[c, :n], sr, ["si-snr"])["si-snr"]
+                           for c in range(x.shape[0])]))
+    refined = f", refined {inr.info.get('refine_steps', 0)} steps" if args.refine else ""
+    print(f"saved {out}: {x.shape[0]} ch, {x.shape[1] / sr:.2f} s, {inr.info['chunks']} chunk(s){refined}; "
+          f"SI-SNR {score:.2f} dB vs the input; {seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
 def cmd_list(args) -> int:
     from .plugins import KIND_LABELS, get_registry
 
@@ -210,9 +316,25 @@ def cmd_info(args) -> int:
     print(f"preset:      {inr.config['preset'].get('name') or '-'}")
     print(f"native rate: {inr.sample_rate:g} Hz, {inr.duration:.3f} s, {inr.channels} channel(s)")
     print(f"chunks:      {len(inr.chunks)} x {inr.chunks[0][1]} samples")
+    if inr.gain != 1.0:
+        print(f"gain:        {inr.gain:.6g} (output scale: the encoded input was peak-normalised)")
     for key, value in inr.info.items():
         print(f"{key + ':':<12} {value}")
     return 0
+
+
+def cmd_gui(args) -> int:
+    import importlib.util
+
+    # The core never imports Qt: the app is a separate package, loaded only here.
+    missing = [m for m in ("PySide6", "pyqtgraph", "hyperaudio_ui") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"hyperaudio: error: the desktop app needs {', '.join(missing)}: pip install 'hyperaudio[gui]'",
+              file=sys.stderr)
+        return 2
+    from hyperaudio_ui.app import run
+
+    return run(args)
 
 
 def cmd_demo(args) -> int:
@@ -229,12 +351,15 @@ def _check_writable(path: Path) -> None:
 
 
 COMMANDS = {"fit": cmd_fit, "render": cmd_render, "eval": cmd_eval, "list": cmd_list, "info": cmd_info,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "train": cmd_train, "encode": cmd_encode, "gui": cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return COMMANDS[args.command](args)
     except HyperaudioError as exc:

@@ -8,6 +8,37 @@ A preset is a TOML file (``presets/*.toml``, or contributed by a plugin) with th
     [fit]           single-sound fitting budget and optimiser
     [loss]          reconstruction-loss weights (hypersound.md §3.4)
     [hypernet]      hypernetwork: encoder, strategy, head, model rate and clip length
+    [train]         hypernetwork training (``hyperaudio train``, hyperaudio.hypernet.train)
+
+``[train]`` (defaults follow hypersound.md §4.1 and kan-fewsound.txt §4.2 where they say):
+
+``steps``             optimiser steps; the OneCycle schedule spans them
+``seconds``           wall-clock budget (0 = none); the schedule then follows elapsed time
+                      when that runs out first
+``batch_size``        clips per step over all processes (HyperSound: 16)
+``lr``                AdamW peak learning rate of the OneCycle schedule (HyperSound 1e-4,
+                      FewSound 1e-5; SIREN targets need ~100x less)
+``weight_decay``      AdamW weight decay
+``pct_start``         OneCycle warm-up share; ``div_factor``, ``final_div_factor`` as torch's
+                      ``OneCycleLR`` (whose defaults these are)
+``grad_clip``         gradient-norm clipping threshold (0 = off)
+``amp``               mixed precision (autocast) where the device supports it (CUDA); off on CPU
+``checkpoint_every``  steps between checkpoints (also written on SIGINT/SIGTERM and at the end)
+``val_every``         steps between validations on the held-out clips (and at the end)
+``val_clips``         held-out clips evaluated (0 = all)
+``val_metrics``       metric names (hyperaudio.metrics); add "pesq", "stoi" for perceptual ones
+``log_every``         steps between lines in metrics.jsonl / metrics.csv
+``seed``              seeds initialisation, data order, crops and augmentations
+``random_crop``       random crops (False: always the clip's start; validation crops are fixed)
+``phase_mangle``      probability of RAVE's random phase mangle (2nd-order all-pass filter)
+``phase_mangle_min_hz``, ``phase_mangle_max_hz``, ``phase_mangle_amp``  its frequency range
+                      (log-uniform) and pole radius (RAVE: 20 Hz, 2 kHz, 0.99)
+``dequantize_bits``   add uniform noise of one step at this bit depth (RAVE: 16; 0 = off)
+``max_rollbacks``     non-finite losses tolerated in a row (each rolls back to the last good
+                      checkpoint and halves the learning rate) before training stops with an error
+
+Test-time refinement (``hyperaudio encode --refine``) fits with the ``[fit]`` section (``lr``,
+``optimizer``) and ``[loss]`` of the model's config.
 
 Resolution order: built-in defaults < preset < ``--inr`` < ``--set key=value`` overrides.
 The resolved config is validated (unknown keys, wrong types, unknown target parameters) and
@@ -55,6 +86,32 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "head_chunk": 4096,
         "sample_rate": 22050,  # the model's rate: inputs are resampled to it
         "num_samples": 32768,  # the model's clip length (~1.5 s at 22.05 kHz)
+    },
+    # Hypernetwork training (hyperaudio.hypernet.train); documented in the module docstring.
+    "train": {
+        "steps": 10000,
+        "seconds": 0.0,
+        "batch_size": 16,
+        "lr": 1e-4,
+        "weight_decay": 0.01,
+        "pct_start": 0.3,
+        "div_factor": 25.0,
+        "final_div_factor": 1e4,
+        "grad_clip": 1.0,
+        "amp": True,
+        "checkpoint_every": 500,
+        "val_every": 500,
+        "val_clips": 64,
+        "val_metrics": ["mse", "lsd", "si-snr"],
+        "log_every": 10,
+        "seed": 0,
+        "random_crop": True,
+        "phase_mangle": 0.8,
+        "phase_mangle_min_hz": 20.0,
+        "phase_mangle_max_hz": 2000.0,
+        "phase_mangle_amp": 0.99,
+        "dequantize_bits": 16,
+        "max_rollbacks": 3,
     },
 }
 OPTIMIZERS = ("adam", "adamw")
@@ -225,6 +282,36 @@ def validate(config: dict) -> None:
         raise ConfigError("fit.overlap_samples must be in [0, chunk_samples / 2)")
     if fit["lr"] <= 0:
         raise ConfigError("fit.lr must be positive")
+    # Files written before a section existed lack it: its defaults apply.
+    _validate_train({**DEFAULTS["train"], **config.get("train", {})})
+
+
+def _validate_train(tc: dict) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"train.{message}")
+
+    for key in ("steps", "batch_size", "checkpoint_every", "val_every", "log_every"):
+        need(isinstance(tc[key], int) and tc[key] >= 1, f"{key} must be an integer of at least 1, got {tc[key]!r}")
+    need(isinstance(tc["val_clips"], int) and tc["val_clips"] >= 0, "val_clips must be an integer >= 0 (0 = all)")
+    need(isinstance(tc["seed"], int), f"seed must be an integer, got {tc['seed']!r}")
+    need(tc["seconds"] >= 0, "seconds must be >= 0 (0 = no time budget)")
+    need(tc["lr"] > 0, "lr must be positive")
+    need(tc["weight_decay"] >= 0, "weight_decay must be >= 0")
+    need(0 < tc["pct_start"] < 1, "pct_start must be in (0, 1)")
+    need(tc["div_factor"] > 0 and tc["final_div_factor"] > 0, "div_factor and final_div_factor must be positive")
+    need(tc["grad_clip"] >= 0, "grad_clip must be >= 0 (0 = off)")
+    need(0 <= tc["phase_mangle"] <= 1, "phase_mangle is a probability in [0, 1]")
+    need(0 < tc["phase_mangle_min_hz"] <= tc["phase_mangle_max_hz"],
+         "phase_mangle_min_hz must be positive and not above phase_mangle_max_hz")
+    need(0 <= tc["phase_mangle_amp"] < 1, "phase_mangle_amp (the pole radius) must be in [0, 1)")
+    need(isinstance(tc["dequantize_bits"], int) and 0 <= tc["dequantize_bits"] <= 32,
+         "dequantize_bits must be an integer in [0, 32] (0 = off)")
+    need(isinstance(tc["max_rollbacks"], int) and tc["max_rollbacks"] >= 0, "max_rollbacks must be an integer >= 0")
+    from .metrics import METRICS
+
+    unknown = [m for m in tc["val_metrics"] if m not in METRICS]
+    need(not unknown, f"val_metrics: unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
 
 
 def build_target(config: dict, out_channels: int | None = None):

@@ -12,6 +12,7 @@ follows a cosine decay over whichever budget runs out first.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -89,11 +90,18 @@ def fit(
     progress: bool = True,
     callback: Callable[[FitProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    initial: dict[str, torch.Tensor] | None = None,
+    module: torch.nn.Module | None = None,
 ) -> INR:
     """Fit ``audio`` (``[C, N]`` float, or ``[N]``) and return the INR.
 
     Ctrl-C (KeyboardInterrupt) or ``should_stop()`` ends the fit early and returns what has been
     learnt so far, with ``info["interrupted"] = True``, so no progress is lost.
+
+    ``initial`` (test-time refinement of a hypernetwork's output): ``{name: [K, *shape]}`` for every
+    parameter, one set per member in the ``.hya`` order (chunk-major, then channel); members start
+    from it instead of a fresh initialisation. ``module``: the target network to use (its buffers,
+    e.g. an RFF matrix, must be the ones ``initial`` was made for); default ``build_target(config)``.
     """
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     if audio.shape[-1] == 0:
@@ -104,13 +112,23 @@ def fit(
     fc, lc = config["fit"], config["loss"]
     channels, num_samples = audio.shape
     torch.manual_seed(int(fc["seed"]))
-    module = build_target(config).to(device)
+    module = (build_target(config) if module is None else copy.deepcopy(module)).to(device)
     n_heads = heads(module)
     chunks = chunk_layout(num_samples, int(fc["chunk_samples"]), int(fc["overlap_samples"]))
     length = chunks[0][1]
     # Members are (chunk, channel) pairs in chunk-major order, matching the .hya layout.
     targets = torch.from_numpy(np.stack([audio[c, s : s + n] for s, n in chunks for c in range(channels)])).to(device)
     members = targets.shape[0]
+    if initial is not None:
+        own = dict(module.named_parameters())
+        bad = sorted(set(own) ^ set(initial))
+        if bad:
+            raise ValueError(f"initial parameters do not match the target network: {bad[:3]}")
+        for n, p in initial.items():
+            if tuple(p.shape) != (members, *own[n].shape):
+                raise ValueError(f"initial parameter {n!r} has shape {list(p.shape)}, expected "
+                                 f"{[members, *own[n].shape]} ({members} chunk x channel members)")
+        initial = {n: p.detach().to(device=device, dtype=torch.float32) for n, p in initial.items()}
     t = time_grid(length, device)
     loss_fn = ReconstructionLoss(
         sample_rate, lambda_t=lc["lambda_t"], lambda_f=lc["lambda_f"], p=lc["p"], ramp_steps=int(lc["ramp_steps"])
@@ -123,8 +141,12 @@ def fit(
     def factory():
         return build_target(config)
 
-    # Members never reached (after an interrupt) keep all-zero parameters: silence, not noise.
-    result = {n: torch.zeros(members, *p.shape, device=device) for n, p in module.named_parameters()}
+    # Members never reached (after an interrupt) keep all-zero parameters: silence, not noise
+    # (or their initial parameters, when refining).
+    if initial is not None:
+        result = {n: p.clone() for n, p in initial.items()}
+    else:
+        result = {n: torch.zeros(members, *p.shape, device=device) for n, p in module.named_parameters()}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -136,7 +158,9 @@ def fit(
     last_loss, last_sisnr = float("nan"), float("nan")
     try:
         for gi, group in enumerate(groups):
-            params = {n: p.to(device).requires_grad_(True) for n, p in fresh_parameters(factory, len(group)).items()}
+            start_params = ({n: p[group].clone() for n, p in initial.items()} if initial is not None
+                            else fresh_parameters(factory, len(group)))
+            params = {n: p.to(device).requires_grad_(True) for n, p in start_params.items()}
             optimizer = (torch.optim.AdamW if fc["optimizer"] == "adamw" else torch.optim.Adam)(
                 list(params.values()), lr=fc["lr"], weight_decay=fc["weight_decay"]
             )

@@ -5,6 +5,8 @@ Layout: a standard safetensors file whose header metadata holds
 ``format``   ``"hyperaudio.hya"``           ``version``  format version (an integer, as text)
 ``config``   the resolved config (JSON)     ``sample_rate``, ``num_samples``, ``channels``
 ``chunks``   JSON list of ``[start, length]`` in native samples
+``gain``     (optional, default 1.0) factor applied to the network's output when rendering: a
+             hypernetwork encodes peak-normalised audio and records the original level here
 
 and whose tensors are ``params.<name>`` of shape ``[K, *shape]`` (K = chunks x channels, index
 ``chunk * channels + channel``) plus ``buffers.<name>`` (the target network's fixed buffers, e.g.
@@ -14,6 +16,7 @@ the RFF matrix, shared by all chunks). Any safetensors reader can open it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ class INR:
     channels: int
     chunks: list[tuple[int, int]]
     info: dict = field(default_factory=dict)  # free-form: metrics, fit time, steps...
+    gain: float = 1.0  # output scale applied wherever the INR is evaluated (render, playback, ONNX)
 
     @property
     def duration(self) -> float:
@@ -70,6 +74,7 @@ def save(inr: INR, path: str | os.PathLike) -> Path:
         "channels": str(int(inr.channels)),
         "chunks": json.dumps([list(map(int, c)) for c in inr.chunks]),
         "info": json.dumps(inr.info),
+        "gain": repr(float(inr.gain)),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -101,6 +106,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> INR:
         channels = int(meta["channels"])
         chunks = [tuple(int(v) for v in c) for c in json.loads(meta["chunks"])]
         info = json.loads(meta.get("info", "{}"))
+        gain = float(meta.get("gain", "1.0"))  # files written before the field existed: 1.0
+        if not math.isfinite(gain):
+            raise ValueError(f"gain {gain} is not finite")
     except (KeyError, ValueError, TypeError) as exc:
         raise HyaError(f"{path}: damaged .hya metadata ({type(exc).__name__}: {exc})") from None
     if version > VERSION:
@@ -132,5 +140,5 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> INR:
     with torch.no_grad():
         for name, b in buffers.items():
             own_buffers[name].copy_(b)
-    inr = INR(config, module, params, sample_rate, num_samples, channels, chunks, info)
+    inr = INR(config, module, params, sample_rate, num_samples, channels, chunks, info, gain)
     return inr.to(device)

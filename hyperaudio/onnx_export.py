@@ -8,7 +8,8 @@ One input and two outputs, all with a dynamic length ``M``:
                                  sample ``j`` sits at position ``j`` (seconds x ``sample_rate``);
                                  fractional positions evaluate the INR between samples. Any order.
 ``audio``     float32 ``[C, M]`` the sound at those positions, first head of each channel, in the
-                                 units of the fitted audio (full scale = 1.0)
+                                 units of the fitted audio (full scale = 1.0; the INR's ``gain``
+                                 is baked in)
 ``heads``     float32 ``[C, H, M]`` every head (``H = 1`` except e.g. Siamese SIREN's two; its
                                  noisereduce ``postprocess`` needs whole signals and is not in the
                                  graph: apply it to the rendered ``heads`` if you want it)
@@ -92,6 +93,7 @@ class _Graph(nn.Module):
         from .playback.backends import chunk_table  # the crossfade layout shared with playback
 
         base = copy.deepcopy(inr.module).cpu().eval()
+        self.gain = float(inr.gain)  # baked into the graph, as render.evaluate applies it
         self.channels = inr.channels
         self.n_heads = count_heads(inr.module)
         self.table = chunk_table(inr)
@@ -134,6 +136,8 @@ class _Graph(nn.Module):
             out = out + torch.zeros_like(out).scatter(1, idx.unsqueeze(0).expand(rows, -1), y)
         if wsum is not None:
             out = out / wsum.clamp_min(1e-12).to(torch.float32)
+        if self.gain != 1.0:
+            out = out * self.gain
         heads = out.reshape(self.channels, self.n_heads, m_len)
         return heads[:, 0], heads
 
@@ -248,7 +252,7 @@ def float32_resolution(inr: INR, positions: np.ndarray) -> float:
             y0 = call_batched(inr.module, params, t)
             y1 = call_batched(inr.module, params, torch.nextafter(t, torch.full_like(t, 2.0)))
             worst = max(worst, float((y1 - y0).abs().max()))
-    return worst
+    return worst * abs(float(inr.gain))
 
 
 def reference64(inr: INR, positions: np.ndarray) -> np.ndarray | None:
@@ -282,7 +286,7 @@ def reference64(inr: INR, positions: np.ndarray) -> np.ndarray | None:
                 wsum[idx] += w
     except (RuntimeError, TypeError):  # a plugin's network that insists on float32
         return None
-    return (out / wsum.clamp_min(1e-12)).numpy()
+    return (out / wsum.clamp_min(1e-12) * float(inr.gain)).numpy()
 
 
 def verify(inr: INR, model: str | os.PathLike | bytes) -> float:

@@ -46,7 +46,8 @@ def _crossfade_weights(inr: INR, k: int, pos: torch.Tensor) -> torch.Tensor:
 def evaluate(inr: INR, positions: torch.Tensor) -> torch.Tensor:
     """Raw INR output at fractional native-sample ``positions`` ``[M]`` -> ``[C, H, M]``.
 
-    Positions outside the sound are silent. Chunks are crossfaded where they overlap.
+    Positions outside the sound are silent. Chunks are crossfaded where they overlap. The INR's
+    ``gain`` scales the output (1.0 unless a hypernetwork encoded peak-normalised audio).
     """
     device = next(iter(inr.params.values())).device
     pos = positions.to(device=device, dtype=torch.float64)
@@ -66,7 +67,8 @@ def evaluate(inr: INR, positions: torch.Tensor) -> torch.Tensor:
             w = _crossfade_weights(inr, k, p)
             out[:, :, block] += (w.to(y.dtype) * y.permute(0, 2, 1))
             wsum[block] += w
-    return out / wsum.clamp_min(1e-12).to(out.dtype)
+    out = out / wsum.clamp_min(1e-12).to(out.dtype)
+    return out * inr.gain if inr.gain != 1.0 else out
 
 
 def render(

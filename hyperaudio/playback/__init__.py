@@ -12,6 +12,7 @@ import importlib
 _EXPORTS = {
     "Engine": "engine", "default_block": "engine", "PlaybackError": "errors", "FileSink": "sinks",
     "NullSink": "sinks", "SoundDeviceSink": "sinks",
+    "SampledSound": "sampled",
 }
 __all__ = [*_EXPORTS, "render_to_file"]
 

@@ -127,6 +127,7 @@ class TorchBackend:
         self.all_heads = heads == "all"
         self.channels = inr.channels * (self.heads if self.all_heads else 1)
         self.table = chunk_table(inr)
+        self.gain = float(getattr(inr, "gain", 1.0))  # the INR's output scale (render.evaluate applies it too)
         try:
             self._load(inr, self.device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # CUDA init or memory failure
@@ -186,6 +187,8 @@ class TorchBackend:
             wsum[a:b] += w
         if wsum is not None:
             out = out / wsum.clamp_min(1e-12).to(out.dtype)
+        if self.gain != 1.0:
+            out = out * self.gain
         return out.reshape(-1, n)
 
     @property
@@ -208,7 +211,7 @@ class TorchBackend:
         from ..render import evaluate
 
         shadow = INR({}, self.module, _stack(self.params), 1.0, 0, self.channels_in,
-                     [(c.start, c.length) for c in self.table])
+                     [(c.start, c.length) for c in self.table], gain=self.gain)
         y = evaluate(shadow, torch.as_tensor(np.asarray(positions, dtype=np.float64)))
         y = y if self.all_heads else y[:, :1]
         return y.reshape(-1, y.shape[-1]).cpu().numpy().T
@@ -260,6 +263,10 @@ class OnnxBackend:
 
 def make_backend(inr: INR, backend: str = "torch", device="auto", heads: str = "first", threads: int | None = 1):
     """``threads``: onnxruntime's intra-op threads (torch's are set by the renderer thread itself)."""
+    from .sampled import SampledBackend, SampledSound
+
+    if isinstance(inr, SampledSound):  # plain audio (an original): there is no network to run
+        return SampledBackend(inr)
     if backend == "torch":
         return TorchBackend(inr, device, heads)
     if backend == "onnx":

@@ -124,14 +124,18 @@ class Engine:
     ``batch_blocks``  blocks per render call (default 1 on CPU, 4 on CUDA)
     ``threads``       torch/onnxruntime threads of the renderer (1: see ``_render_loop``)
     ``priority``      lower the renderer's and callback's niceness when allowed
-    ``interpolation`` ``"inr"`` or ``"resample"`` above the native rate (see ``timeline``)
+    ``interpolation`` ``"inr"`` or ``"resample"`` above the native rate (see ``timeline``); default:
+                      ``"inr"``, or the source's own ``interpolation`` (``SampledSound``: ``"resample"``)
+
+    ``inr`` may also be a :class:`~hyperaudio.playback.sampled.SampledSound`: plain audio, played
+    through the same path (the desktop app's A/B switch between an original and its INR).
     """
 
     def __init__(self, inr: INR, sink=None, sample_rate: float | None = None, *, speed: float = 1.0,
                  start: float = 0.0, loop=None, gain_db: float = 0.0, backend: str = "torch",
                  device: str = "auto", block: int | None = None, ahead: float = 0.3, fade_ms: float = 5.0,
                  quality: str | None = None, batch_blocks: int | None = None, threads: int | None = 1,
-                 priority: bool = True, interpolation: str = "inr"):
+                 priority: bool = True, interpolation: str | None = None):
         from .sinks import NullSink
 
         self.inr = inr
@@ -142,6 +146,9 @@ class Engine:
         self.speed = float(speed)
         self.ahead, self.fade_ms = float(ahead), float(fade_ms)
         self.threads, self.priority = threads, priority
+        # A source may ask for its own default (a SampledSound: "resample"); an INR plays its own
+        # continuous interpolation.
+        interpolation = interpolation or getattr(inr, "interpolation", "inr")
         if interpolation not in INTERPOLATIONS:
             raise PlaybackError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
         self.interpolation = interpolation

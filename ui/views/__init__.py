@@ -1,0 +1,1 @@
+"""pyqtgraph views: waveform, spectrograms and the scrolling playback spectrogram."""
