@@ -60,6 +60,7 @@ from torch import nn
 from .errors import HyperaudioError
 from .functional import heads as count_heads
 from .hya import INR
+from .render import chunk_spans, crossfade_weights
 
 INPUT = "position"
 OUTPUT_AUDIO = "audio"
@@ -90,13 +91,12 @@ class _Graph(nn.Module):
 
     def __init__(self, inr: INR):
         super().__init__()
-        from .playback.backends import chunk_table  # the crossfade layout shared with playback
 
         base = copy.deepcopy(inr.module).cpu().eval()
         self.gain = float(inr.gain)  # baked into the graph, as render.evaluate applies it
         self.channels = inr.channels
         self.n_heads = count_heads(inr.module)
-        self.table = chunk_table(inr)
+        self.table = chunk_spans(inr.chunks)
         members = []
         for k in range(len(inr.chunks)):
             for c in range(inr.channels):
@@ -126,11 +126,7 @@ class _Graph(nn.Module):
             ys = [self.members[k * self.channels + c](t)[1:].transpose(0, 1) for c in range(self.channels)]
             y = torch.cat(ys, 0) if len(ys) > 1 else ys[0]  # [C*H, m], channel-major like [C, H]
             if wsum is not None:
-                w = torch.ones_like(pos)
-                if ch.prev_overlap > 0:
-                    w = torch.minimum(w, ((pos - ch.start + 1) / (ch.prev_overlap + 1)).clamp(0, 1))
-                if ch.next_overlap > 0:
-                    w = torch.minimum(w, ((end - pos + 1) / (ch.next_overlap + 1)).clamp(0, 1))
+                w = crossfade_weights(ch, pos)
                 y = w.to(torch.float32).unsqueeze(0) * y
                 wsum = wsum + torch.zeros_like(wsum).scatter(0, idx, w)
             out = out + torch.zeros_like(out).scatter(1, idx.unsqueeze(0).expand(rows, -1), y)
@@ -238,12 +234,11 @@ def max_difference(inr: INR, model: str | os.PathLike | bytes, positions: np.nda
 def float32_resolution(inr: INR, positions: np.ndarray) -> float:
     """Largest change of the INR's output when ``t`` moves by one float32 ulp, at ``positions``."""
     from .functional import call_batched
-    from .playback.backends import chunk_table
 
     pos = torch.from_numpy(np.asarray(positions, dtype=np.float64))
     c, worst = inr.channels, 0.0
     with torch.no_grad():
-        for k, ch in enumerate(chunk_table(inr)):
+        for k, ch in enumerate(chunk_spans(inr.chunks)):
             p = pos[(pos >= ch.start) & (pos <= ch.start + ch.length - 1)]
             if p.numel() == 0:
                 continue
@@ -259,7 +254,6 @@ def reference64(inr: INR, positions: np.ndarray) -> np.ndarray | None:
     """``render.evaluate`` in float64 arithmetic (``t`` still rounded to float32 first, as the
     model's input is), ``[C, H, M]``; None if the target network cannot run in float64."""
     from .functional import call_batched
-    from .playback.backends import chunk_table
 
     pos = torch.from_numpy(np.asarray(positions, dtype=np.float64))
     module = copy.deepcopy(inr.module).double()
@@ -268,7 +262,7 @@ def reference64(inr: INR, positions: np.ndarray) -> np.ndarray | None:
     wsum = torch.zeros(len(pos), dtype=torch.float64)
     try:
         with torch.no_grad():
-            for k, ch in enumerate(chunk_table(inr)):
+            for k, ch in enumerate(chunk_spans(inr.chunks)):
                 end = ch.start + ch.length - 1
                 idx = torch.nonzero((pos >= ch.start) & (pos <= end)).squeeze(1)
                 if idx.numel() == 0:
@@ -277,11 +271,7 @@ def reference64(inr: INR, positions: np.ndarray) -> np.ndarray | None:
                 t = (-1 + 2 * (p - ch.start) / max(ch.length - 1, 1)).to(torch.float32).double().unsqueeze(-1)
                 params = {n: v[k * c : (k + 1) * c].double() for n, v in inr.params.items()}
                 y = call_batched(module, params, t).permute(0, 2, 1)  # [C, H, m]
-                w = torch.ones_like(p)
-                if ch.prev_overlap > 0:
-                    w = torch.minimum(w, ((p - ch.start + 1) / (ch.prev_overlap + 1)).clamp(0, 1))
-                if ch.next_overlap > 0:
-                    w = torch.minimum(w, ((end - p + 1) / (ch.next_overlap + 1)).clamp(0, 1))
+                w = crossfade_weights(ch, p)
                 out[:, :, idx] += w * y
                 wsum[idx] += w
     except (RuntimeError, TypeError):  # a plugin's network that insists on float32

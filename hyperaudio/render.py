@@ -13,6 +13,8 @@ Nyquist frequency, so we render on the native grid and resample with soxr's band
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import numpy as np
@@ -25,20 +27,41 @@ from .hya import INR
 BLOCK = 1 << 16  # evaluate at most this many instants per batched call (memory bound)
 
 
-def _crossfade_weights(inr: INR, k: int, pos: torch.Tensor) -> torch.Tensor:
-    """Linear ramps across the overlap with each neighbouring chunk (normalised by the caller)."""
-    start, length = inr.chunks[k]
-    end = start + length - 1
+@dataclass(frozen=True)
+class ChunkSpan:
+    """One chunk of an INR and how many samples it shares with its neighbours."""
+
+    start: int
+    length: int
+    prev_overlap: int  # samples shared with the previous chunk (0 if none)
+    next_overlap: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length - 1
+
+
+def chunk_spans(chunks: list[tuple[int, int]]) -> list[ChunkSpan]:
+    """The chunks of an INR (``inr.chunks``) with their overlaps."""
+    spans = []
+    for k, (start, length) in enumerate(chunks):
+        prev = max(0, chunks[k - 1][0] + chunks[k - 1][1] - 1 - start) if k > 0 else 0
+        nxt = max(0, start + length - 1 - chunks[k + 1][0]) if k < len(chunks) - 1 else 0
+        spans.append(ChunkSpan(int(start), int(length), int(prev), int(nxt)))
+    return spans
+
+
+def crossfade_weights(span: ChunkSpan, pos: torch.Tensor) -> torch.Tensor:
+    """Linear ramps across the overlap with each neighbouring chunk (normalised by the caller).
+
+    The one definition of the crossfade: rendering, the playback backends and the ONNX export use
+    it, so all of them produce the same samples.
+    """
     w = torch.ones_like(pos)
-    if k > 0:
-        prev_start, prev_len = inr.chunks[k - 1]
-        overlap = prev_start + prev_len - 1 - start
-        if overlap > 0:
-            w = torch.minimum(w, ((pos - start + 1) / (overlap + 1)).clamp(0, 1))
-    if k < len(inr.chunks) - 1:
-        overlap = start + length - 1 - inr.chunks[k + 1][0]
-        if overlap > 0:
-            w = torch.minimum(w, ((end - pos + 1) / (overlap + 1)).clamp(0, 1))
+    if span.prev_overlap > 0:
+        w = torch.minimum(w, ((pos - span.start + 1) / (span.prev_overlap + 1)).clamp(0, 1))
+    if span.next_overlap > 0:
+        w = torch.minimum(w, ((span.end - pos + 1) / (span.next_overlap + 1)).clamp(0, 1))
     return w
 
 
@@ -55,16 +78,16 @@ def evaluate(inr: INR, positions: torch.Tensor) -> torch.Tensor:
     n_heads = heads(inr.module)
     out = torch.zeros(inr.channels, n_heads, m, device=device)
     wsum = torch.zeros(m, device=device, dtype=torch.float64)
-    for k, (start, length) in enumerate(inr.chunks):
-        inside = torch.nonzero((pos >= start) & (pos <= start + length - 1)).squeeze(-1)
+    for k, span in enumerate(chunk_spans(inr.chunks)):
+        inside = torch.nonzero((pos >= span.start) & (pos <= span.end)).squeeze(-1)
         if inside.numel() == 0:
             continue
         params = inr.chunk_params(k)
         for block in inside.split(BLOCK):
             p = pos[block]
-            t = (-1 + 2 * (p - start) / max(length - 1, 1)).to(torch.float32).unsqueeze(-1)
+            t = (-1 + 2 * (p - span.start) / max(span.length - 1, 1)).to(torch.float32).unsqueeze(-1)
             y = call_batched(inr.module, params, t)  # [C, n, H]
-            w = _crossfade_weights(inr, k, p)
+            w = crossfade_weights(span, p)
             out[:, :, block] += (w.to(y.dtype) * y.permute(0, 2, 1))
             wsum[block] += w
     out = out / wsum.clamp_min(1e-12).to(out.dtype)

@@ -23,13 +23,13 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..functional import call_batched, heads as count_heads
 from ..hya import INR
+from ..render import chunk_spans, crossfade_weights
 from .errors import PlaybackError
 
 log = logging.getLogger(__name__)
@@ -69,29 +69,6 @@ class Pending:
         return self._value
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    start: int
-    length: int
-    prev_overlap: int  # samples shared with the previous chunk (0 if none)
-    next_overlap: int
-
-
-def chunk_table(inr: INR) -> list[_Chunk]:
-    """Each chunk with its overlaps, as ``render._crossfade_weights`` derives them."""
-    table = []
-    for k, (start, length) in enumerate(inr.chunks):
-        prev = 0
-        if k > 0:
-            ps, pl = inr.chunks[k - 1]
-            prev = max(0, ps + pl - 1 - start)
-        nxt = 0
-        if k < len(inr.chunks) - 1:
-            nxt = max(0, start + length - 1 - inr.chunks[k + 1][0])
-        table.append(_Chunk(int(start), int(length), int(prev), int(nxt)))
-    return table
-
-
 def grid_range(anchor: float, inc: float, k0: int, n: int, lo_value: float, hi_value: float) -> tuple[int, int]:
     """Indices ``[a, b)`` of the grid ``anchor + (k0 + j) * inc`` (``inc > 0``) inside ``[lo, hi]``.
 
@@ -126,7 +103,7 @@ class TorchBackend:
         self.heads = count_heads(inr.module)
         self.all_heads = heads == "all"
         self.channels = inr.channels * (self.heads if self.all_heads else 1)
-        self.table = chunk_table(inr)
+        self.table = chunk_spans(inr.chunks)
         self.gain = float(getattr(inr, "gain", 1.0))  # the INR's output scale (render.evaluate applies it too)
         try:
             self._load(inr, self.device)
@@ -182,7 +159,7 @@ class TorchBackend:
             if wsum is None:  # one chunk covers the whole block: its weight is 1 wherever it is defined
                 out[:, :, a:b] = y
                 continue
-            w = self._weights(ch, pos)
+            w = crossfade_weights(ch, pos)
             out[:, :, a:b] += w.to(y.dtype) * y
             wsum[a:b] += w
         if wsum is not None:
@@ -194,17 +171,6 @@ class TorchBackend:
     @property
     def module_device(self) -> torch.device:
         return self.device
-
-    @staticmethod
-    def _weights(ch: _Chunk, pos: torch.Tensor) -> torch.Tensor:
-        # The linear ramps of render._crossfade_weights (kept equal by tests/test_playback.py).
-        w = torch.ones_like(pos)
-        end = ch.start + ch.length - 1
-        if ch.prev_overlap > 0:
-            w = torch.minimum(w, ((pos - ch.start + 1) / (ch.prev_overlap + 1)).clamp(0, 1))
-        if ch.next_overlap > 0:
-            w = torch.minimum(w, ((end - pos + 1) / (ch.next_overlap + 1)).clamp(0, 1))
-        return w
 
     def evaluate(self, positions: np.ndarray) -> np.ndarray:
         """Generic positions (any order): via ``render.evaluate``. ``[n, channels]``."""
