@@ -59,8 +59,9 @@ def add_commands(subparsers) -> dict:
 
     subparsers.add_parser("devices", help="list audio output devices")
 
-    p = subparsers.add_parser("export", help="export a .hya file to ONNX (weights baked in)")
-    p.add_argument("input", help=".hya file")
+    p = subparsers.add_parser("export", help="export a .hya file (weights baked in) or a trained hypernetwork "
+                                             "(run folder or model.safetensors) to ONNX")
+    p.add_argument("input", help=".hya file, hypernetwork run folder or model.safetensors")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     return {"play": cmd_play, "devices": cmd_devices, "export": cmd_export}
@@ -183,10 +184,13 @@ def cmd_devices(args) -> int:
 def cmd_export(args) -> int:
     from .. import hya, onnx_export
 
-    inr = hya.load(args.input)
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise PlaybackError(f"{out}: the output should end in .onnx")
+    source = Path(args.input)
+    if source.is_dir() or source.suffix.lower() == ".safetensors":
+        return _export_hypernetwork(source, out, args.opset or onnx_export.OPSET)
+    inr = hya.load(args.input)
     started = time.perf_counter()
     data = onnx_export.export_bytes(inr, args.opset or onnx_export.OPSET)
     diff = onnx_export.verify(inr, data)  # raises ExportError (a HyperaudioError) when it disagrees
@@ -197,5 +201,24 @@ def cmd_export(args) -> int:
     print(f"wrote {out} ({len(data) / 1e6:.2f} MB, {time.perf_counter() - started:.1f} s): input "
           f"'{onnx_export.INPUT}' float64 [M] in native samples at {inr.sample_rate:g} Hz -> "
           f"'{onnx_export.OUTPUT_AUDIO}' float32 [{inr.channels}, M]", file=sys.stderr)
+    print(f"max abs difference vs torch: {diff:.3g}")
+    return 0
+
+
+def _export_hypernetwork(source: Path, out: Path, opset: int) -> int:
+    from ..audio import atomic_path
+    from ..hypernet import onnx_export as hyper_onnx
+    from ..hypernet.model import load_model
+
+    started = time.perf_counter()
+    model, config = load_model(source)
+    data = hyper_onnx.export_bytes(model, config, opset)
+    diff = hyper_onnx.verify(model, data)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    hc = config["hypernet"]
+    print(f"wrote {out} ({len(data) / 1e6:.2f} MB, {time.perf_counter() - started:.1f} s): input "
+          f"'{hyper_onnx.INPUT}' float32 [B, {hc['num_samples']}] at {hc['sample_rate']} Hz -> "
+          f"params.<name> for target network {config['target']['name']!r}", file=sys.stderr)
     print(f"max abs difference vs torch: {diff:.3g}")
     return 0

@@ -111,7 +111,13 @@ class WhisperLoRAEncoder(nn.Module):
         encoder.embed_positions.requires_grad_(False)
         self.whisper = encoder
         self.project = nn.Linear(config.d_model, int(latent_channels)) if latent_channels else nn.Identity()
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        # The windowed real DFT as 2 * bins convolution kernels: the same power spectrum as torch.stft,
+        # but real-valued, so the encoder also exports to ONNX (whose exporter has no complex STFT).
+        n = torch.arange(N_FFT, dtype=torch.float64)
+        angle = 2 * math.pi * n[:, None] * torch.arange(N_FFT // 2 + 1, dtype=torch.float64)[None] / N_FFT
+        window = torch.hann_window(N_FFT, dtype=torch.float64)[:, None]
+        dft = torch.cat([window * torch.cos(angle), -window * torch.sin(angle)], dim=1)
+        self.register_buffer("dft", dft.T.unsqueeze(1).float(), persistent=False)  # [2 * bins, 1, N_FFT]
         filters = mel_filterbank(WHISPER_RATE, N_FFT, int(config.num_mel_bins))
         self.register_buffer("mel_filters", torch.from_numpy(filters).float(), persistent=False)
         layer_params = inspect.signature(type(encoder.layers[0]).forward).parameters
@@ -133,8 +139,10 @@ class WhisperLoRAEncoder(nn.Module):
         """
         frames = max(1, math.ceil(x.shape[-1] / HOP))
         x = F.pad(x, (0, HOP * (frames + 3) - x.shape[-1]))
-        spec = torch.stft(x, N_FFT, HOP, window=self.window, center=True, return_complex=True)
-        power = spec[..., : frames + 2].abs().square()
+        padded = F.pad(x[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]  # stft(center=True)
+        spec = F.conv1d(padded[:, None], self.dft, stride=HOP)[..., : frames + 2]  # [B, 2 * bins, F + 2]
+        bins = N_FFT // 2 + 1
+        power = spec[:, :bins].square() + spec[:, bins:].square()
         logmel = torch.clamp(self.mel_filters @ power, min=1e-10).log10()
         floor = logmel.amax(dim=(1, 2), keepdim=True) - 8.0
         silence = (torch.clamp(floor, min=-10.0) + 4.0) / 4.0  # log10(1e-10) = -10, floored
