@@ -82,20 +82,25 @@ def save(inr: INR, path: str | os.PathLike) -> Path:
     return path
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> INR:
+def read_safetensors(path: Path, what: str, error: type[Exception] = HyaError) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(metadata, tensors)`` of a safetensors file; a corrupt or truncated one raises ``error``
+    saying it is not a valid ``what``. Shared by ``.hya`` files, hypernetworks and checkpoints."""
     from safetensors import safe_open
 
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad headers and truncation
+        raise error(f"{path}: not a valid {what} (corrupt or truncated: {exc})") from None
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> INR:
     from .config import build_target, validate
 
     path = Path(path)
     if not path.is_file():
         raise HyaError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad headers and truncation
-        raise HyaError(f"{path}: not a valid .hya file (corrupt or truncated: {exc})") from None
+    meta, tensors = read_safetensors(path, ".hya file")
     if meta.get("format") != FORMAT:
         raise HyaError(f"{path}: not a .hya file (a safetensors file without hyperaudio metadata)")
     try:

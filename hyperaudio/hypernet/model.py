@@ -23,6 +23,7 @@ from ..config import build_target, validate
 from ..errors import ConfigError, HyaError
 from ..fit import time_grid
 from ..functional import call_batched, heads
+from ..hya import read_safetensors
 from .head import HEAD_KINDS, Head
 from .strategies import Strategy
 
@@ -159,19 +160,12 @@ def save_model(model: HyperNetwork, config: dict, path: str | os.PathLike, info:
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """``(config, tensors, info)`` of a saved hypernetwork, with clear errors for bad files."""
-    from safetensors import safe_open
-
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
         raise HyaError(f"{path}: no such hypernetwork file (expected a run folder or a model.safetensors)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad headers and truncation
-        raise HyaError(f"{path}: not a valid hypernetwork file (corrupt or truncated: {exc})") from None
+    meta, tensors = read_safetensors(path, "hypernetwork file")
     if meta.get("format") != FORMAT:
         raise HyaError(f"{path}: not a hyperaudio hypernetwork (format {meta.get('format')!r})")
     try:

@@ -72,6 +72,7 @@ from ..audio import atomic_path
 from ..errors import ConfigError, HyperaudioError
 from ..fit import pick_device, si_snr
 from ..functional import postprocess
+from ..hya import read_safetensors
 from ..loss import ReconstructionLoss
 from .data import ClipSet, load_datasets
 from .model import HyperNetwork, build, save_model
@@ -137,7 +138,7 @@ class _Dist:
             return cls()
         import torch.distributed as dist
 
-        rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         owned = False
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
@@ -259,19 +260,12 @@ def write_checkpoint(out_dir: Path, tensors: dict[str, torch.Tensor], state: dic
 
 def read_checkpoint(run: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(state, tensors)`` of a run folder's checkpoint (or a checkpoint file), with clear errors."""
-    from safetensors import safe_open
-
     path = Path(run)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint (nothing to resume)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # SafetensorError, OSError
-        raise TrainingError(f"{path}: not a valid checkpoint (corrupt or truncated: {exc})") from None
+    meta, tensors = read_safetensors(path, "checkpoint", TrainingError)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a hyperaudio training checkpoint")
     try:
