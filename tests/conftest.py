@@ -55,3 +55,33 @@ def _fresh_registry():
     reset_registry()
     yield
     reset_registry()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of small tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``): a
+    second intra-op thread only adds OpenMP barrier waits, badly so on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def audio_server():
+    """A PulseAudio server with a null sink (tests/audio_server.py); skips where none can start,
+    fails instead when CI=true."""
+    from audio_server import AudioServer, AudioServerUnavailable
+
+    server = AudioServer()
+    try:
+        server.start()
+    except AudioServerUnavailable as exc:
+        reason = f"no audio server: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI=true: audio tests must run)")
+        pytest.skip(reason)
+    yield server
+    server.stop()

@@ -125,19 +125,3 @@ def finite(values) -> bool:
     return all(isinstance(v, float) and not math.isnan(v) for v in values)
 
 
-@pytest.fixture(scope="session")
-def audio_server():
-    """A PulseAudio server with a null sink (tests/audio_server.py); skips where none can start,
-    fails instead when CI=true, as tests/test_playback.py does."""
-    from audio_server import AudioServer, AudioServerUnavailable
-
-    server = AudioServer()
-    try:
-        server.start()
-    except AudioServerUnavailable as exc:
-        reason = f"no audio server: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI=true: audio tests must run)")
-        pytest.skip(reason)
-    yield server
-    server.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from gui_support import (SR, audio_server, dialogs, screenshot, screenshot_dir, settings_path, small_inr,  # noqa: F401
+from gui_support import (SR, dialogs, screenshot, screenshot_dir, settings_path, small_inr,  # noqa: F401
                          tone_and_noise, window)
 
 from PySide6.QtCore import Qt  # noqa: E402

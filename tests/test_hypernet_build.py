@@ -11,6 +11,8 @@ from hyperaudio.hypernet.model import build, load_model, save_model
 from hyperaudio.hypernet.strategies import BUILTIN
 from hyperaudio.plugins import get_registry, reset_registry
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: Encoders issue #5 asks for: built in (soundstream, spectrogram) and from the plugin distributions.
 ENCODERS = ("soundstream", "spectrogram", "snac", "whisper-lora")
 PLUGIN_DISTS = "hyperaudio-snac,hyperaudio-whisper"
@@ -26,16 +28,6 @@ TINY_TARGETS = {
     "kan": {"encoding_length": 3, "hidden": [4], "grid_size": 3},
     "siamese-siren": {"num_frequencies": 4, "hidden": [8], "siamese_hidden": [4]},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy second core (OpenMP's
-    barrier waits then cost whole time slices)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

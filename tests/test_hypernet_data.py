@@ -9,18 +9,10 @@ from conftest import chirp, speechlike
 from hyperaudio import config
 from hyperaudio.hypernet import data
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 8000
 N = 2048
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy second core (OpenMP's
-    barrier waits then cost whole time slices)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tc(**changes):

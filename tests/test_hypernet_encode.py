@@ -13,15 +13,9 @@ from hyperaudio.cli import main
 from hyperaudio.hypernet.encode import encode
 from hyperaudio.hypernet.model import build, save_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 16000  # the input rate; the debug model runs at 8 kHz with 2048-sample clips
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -20,21 +20,13 @@ from hyperaudio.hypernet import train as train_mod
 from hyperaudio.hypernet.model import load_model
 from hyperaudio.hypernet.train import TrainingError, read_checkpoint, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 8000
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 # Tiny and quick: 2 clips per step, no validation unless asked.
 TINY = ["train.batch_size=2", "train.log_every=1", "train.val_every=1000", "train.checkpoint_every=3"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy second core (OpenMP's
-    barrier waits then cost whole time slices)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

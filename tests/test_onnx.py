@@ -26,13 +26,8 @@ from hyperaudio.hya import INR  # noqa: E402
 from hyperaudio.playback import Engine, NullSink, render_to_file  # noqa: E402
 from hyperaudio.plugins import get_registry  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small evaluations: a second OpenMP thread only adds barrier waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BUILTIN = ["film-siren", "finer", "kan", "nerf", "rff", "siamese-siren", "siren", "wire"]

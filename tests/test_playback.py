@@ -497,22 +497,7 @@ def test_file_sink_applies_postprocess_of_multi_head_networks(tmp_path):
     assert not np.allclose(want, render.render(inr, 8000, apply_postprocess=False), atol=1e-4)
 
 
-# -- a real audio server --------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def audio_server():
-    """A PulseAudio server with a null sink; skips where none can start, fails instead when CI=true."""
-    from audio_server import AudioServer, AudioServerUnavailable
-
-    server = AudioServer()
-    try:
-        server.start()
-    except AudioServerUnavailable as exc:
-        reason = f"no audio server: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI=true: audio tests must run)")
-        pytest.skip(reason)
-    yield server
-    server.stop()
+# -- a real audio server (fixture audio_server: tests/conftest.py) -----------------------------------
 
 
 def test_plays_through_pulseaudio_and_the_monitor_hears_it(audio_server, fitted):

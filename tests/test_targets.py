@@ -22,19 +22,12 @@ from hyperaudio.plugins import Registry
 from hyperaudio.targets import FINER, KAN, RFF, SIREN, WIRE, FiLMSIREN, PositionalEncoding, SiameseSIREN
 from hyperaudio.targets.kan import KANLayer, bspline_basis
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BUILTINS = ["nerf", "siren", "rff", "finer", "wire", "kan", "siamese-siren", "film-siren"]
 # Adam learning rates for the short fitting check; periodic networks need small ones (HyperSound §4.3).
 FIT_LR = {"nerf": 1e-3, "siren": 1e-4, "rff": 1e-3, "finer": 1e-4, "wire": 1e-4, "kan": 1e-2,
           "siamese-siren": 1e-4, "film-siren": 1e-4}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are small: extra intra-op threads only spin, badly so on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
