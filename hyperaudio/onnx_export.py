@@ -145,27 +145,35 @@ def _example_positions(inr: INR) -> torch.Tensor:
     return torch.linspace(-2.0, n + 1.5, count, dtype=torch.float64)
 
 
-def export_bytes(inr: INR, opset: int = OPSET) -> bytes:
-    """The ONNX model of ``inr`` as bytes (metadata included)."""
+def trace_to_onnx(graph: nn.Module, example: tuple, what: str, metadata: dict[str, str], doc: str,
+                  opset: int = OPSET, **export_kwargs) -> bytes:
+    """Trace ``graph`` on ``example`` with the TorchScript exporter; return the model as bytes with
+    ``metadata`` (keys prefixed ``hyperaudio.``) and ``doc``. A failure is an :class:`ExportError`
+    saying it could not export ``what``. ``export_kwargs`` go to ``torch.onnx.export``."""
     import onnx
 
-    graph = _Graph(inr)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter announces its deprecation, and tracing warns about Python
-            # values it records as constants; verify() checks the result at another length instead.
+            # values it records as constants; callers verify the result on other inputs instead.
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph, (_example_positions(inr),), buffer, dynamo=False, opset_version=opset,
-                input_names=[INPUT], output_names=[OUTPUT_AUDIO, OUTPUT_HEADS],
-                dynamic_axes={INPUT: {0: "M"}, OUTPUT_AUDIO: {1: "M"}, OUTPUT_HEADS: {2: "M"}},
-                do_constant_folding=True,
-            )
+            torch.onnx.export(graph, example, buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
+                              **export_kwargs)
     except Exception as exc:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
-        name = inr.config.get("target", {}).get("name") or type(inr.module).__name__
-        raise ExportError(f"cannot export target network {name!r} to ONNX: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"cannot export {what} to ONNX: {type(exc).__name__}: {exc}") from exc
     model = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"hyperaudio.{key}", value
+    model.doc_string = doc
+    model.producer_name = "hyperaudio"
+    return model.SerializeToString()
+
+
+def export_bytes(inr: INR, opset: int = OPSET) -> bytes:
+    """The ONNX model of ``inr`` as bytes (metadata included)."""
+    name = inr.config.get("target", {}).get("name") or type(inr.module).__name__
     meta = {
         "format": FORMAT,
         "sample_rate": repr(float(inr.sample_rate)),
@@ -177,13 +185,13 @@ def export_bytes(inr: INR, opset: int = OPSET) -> bytes:
         "config": json.dumps(inr.config),
         "position_units": "native samples (float64); seconds = position / sample_rate",
     }
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = f"hyperaudio.{key}", value
-    model.doc_string = (f"hyperaudio INR: {INPUT} float64 [M] (native samples) -> {OUTPUT_AUDIO} float32 "
-                        f"[C, M], {OUTPUT_HEADS} float32 [C, H, M]")
-    model.producer_name = "hyperaudio"
-    return model.SerializeToString()
+    doc = (f"hyperaudio INR: {INPUT} float64 [M] (native samples) -> {OUTPUT_AUDIO} float32 [C, M], "
+           f"{OUTPUT_HEADS} float32 [C, H, M]")
+    return trace_to_onnx(
+        _Graph(inr), (_example_positions(inr),), f"target network {name!r}", meta, doc, opset,
+        input_names=[INPUT], output_names=[OUTPUT_AUDIO, OUTPUT_HEADS],
+        dynamic_axes={INPUT: {0: "M"}, OUTPUT_AUDIO: {1: "M"}, OUTPUT_HEADS: {2: "M"}},
+    )
 
 
 def export_inr(inr: INR, path: str | os.PathLike, opset: int = OPSET) -> Path:

@@ -18,22 +18,18 @@ on ``t = linspace(-1, 1, T)``, or write them into a ``.hya`` file. Metadata (``m
 Which encoders export: ``soundstream`` and ``snac`` are convolutions; ``whisper-lora``'s
 transformer exports with the TorchScript exporter; ``spectrogram`` cannot — its pitch and
 aperiodicity come from pyworld (numpy, outside the torch graph). An encoder that cannot be traced
-gives an :class:`~hyperaudio.onnx_export.ExportError` naming it and the reason.
+gives a :class:`hyperaudio.onnx_export.ExportError` naming it and the reason.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..onnx_export import OPSET, ExportError
+from ..onnx_export import OPSET, trace_to_onnx
 from .model import HyperNetwork
 
 FORMAT = "hyperaudio.hypernet.onnx"
@@ -52,40 +48,24 @@ class _Graph(nn.Module):
 
 
 def export_bytes(model: HyperNetwork, config: dict, opset: int = OPSET) -> bytes:
-    import onnx
-
     model = model.eval()
     graph = _Graph(model)
     outputs = [f"params.{name}" for name in graph.names]
-    example = torch.randn(2, model.num_samples) * 0.3
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # deprecation notice of the TorchScript exporter, tracer warnings
-            torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT],
-                              output_names=outputs, dynamic_axes={INPUT: {0: "B"}, **{o: {0: "B"} for o in outputs}},
-                              do_constant_folding=True)
-    except Exception as exc:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
-        encoder = config.get("hypernet", {}).get("encoder", type(model.encoder).__name__)
-        raise ExportError(f"cannot export the hypernetwork (encoder {encoder!r}) to ONNX: "
-                          f"{type(exc).__name__}: {exc}") from exc
-    onnx_model = onnx.load_from_string(buffer.getvalue())
-    shapes = {name: list(p.shape) for name, p in model.target.named_parameters()}
     meta = {
         "format": FORMAT,
         "sample_rate": str(int(config["hypernet"]["sample_rate"])),
         "num_samples": str(model.num_samples),
         "target": str(config["target"]["name"]),
-        "parameters": json.dumps(shapes),
+        "parameters": json.dumps({name: list(p.shape) for name, p in model.target.named_parameters()}),
         "config": json.dumps(config),
     }
-    for key, value in meta.items():
-        entry = onnx_model.metadata_props.add()
-        entry.key, entry.value = f"hyperaudio.{key}", value
-    onnx_model.doc_string = (f"hyperaudio hypernetwork: {INPUT} float32 [B, {model.num_samples}] at "
-                             f"{meta['sample_rate']} Hz -> params.<name> float32 [B, *shape]")
-    onnx_model.producer_name = "hyperaudio"
-    return onnx_model.SerializeToString()
+    doc = (f"hyperaudio hypernetwork: {INPUT} float32 [B, {model.num_samples}] at {meta['sample_rate']} Hz -> "
+           "params.<name> float32 [B, *shape]")
+    encoder = config.get("hypernet", {}).get("encoder", type(model.encoder).__name__)
+    example = (torch.randn(2, model.num_samples) * 0.3,)
+    return trace_to_onnx(graph, example, f"the hypernetwork (encoder {encoder!r})", meta, doc, opset,
+                         input_names=[INPUT], output_names=outputs,
+                         dynamic_axes={INPUT: {0: "B"}, **{o: {0: "B"} for o in outputs}})
 
 
 def verify(model: HyperNetwork, data: bytes, seed: int = 0) -> float:
@@ -100,13 +80,3 @@ def verify(model: HyperNetwork, data: bytes, seed: int = 0) -> float:
     got = session.run(None, {INPUT: audio.numpy()})
     return max(float(np.max(np.abs(g - e.detach().numpy()))) if e.numel() else 0.0 for g, e in zip(got, expected))
 
-
-def export_hypernetwork(model: HyperNetwork, config: dict, path: str | os.PathLike, opset: int = OPSET) -> Path:
-    """Write the hypernetwork as ONNX to ``path`` (atomically)."""
-    from ..audio import atomic_path
-
-    data = export_bytes(model, config, opset)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
