@@ -111,9 +111,9 @@ def _construct(label: str, cls, params: dict, **injected):
         raise ConfigError(f"{label}: {exc}") from None
 
 
-def validate_hypernet(config: dict) -> None:
-    """Checks beyond :func:`hyperaudio.config.validate` that only matter when building a hypernetwork."""
-    validate(config)
+def validate_hypernet(config: dict, target: nn.Module) -> None:
+    """Checks beyond :func:`hyperaudio.config.validate` that only matter when building a hypernetwork
+    (``target``: the configured target network, whose support the strategy is asked about)."""
     hc = config["hypernet"]
     if hc["head_kind"] not in HEAD_KINDS:
         raise ConfigError(f"hypernet.head_kind must be one of {', '.join(HEAD_KINDS)}, got {hc['head_kind']!r}")
@@ -126,7 +126,7 @@ def validate_hypernet(config: dict) -> None:
         raise ConfigError("hypernet.head_hidden widths must be positive")
     strategy = _registered("strategies", hc["strategy"])
     supports = getattr(strategy, "supports", None)
-    if supports is not None and not supports(build_target(config, out_channels=1)):
+    if supports is not None and not supports(target):
         raise ConfigError(f"strategy {hc['strategy']!r} does not support target network "
                           f"{config['target']['name']!r}")
     _registered("encoders", hc["encoder"])
@@ -134,9 +134,10 @@ def validate_hypernet(config: dict) -> None:
 
 def build(config: dict) -> HyperNetwork:
     """The hypernetwork a resolved config describes (mono target network)."""
-    validate_hypernet(config)
-    hc = config["hypernet"]
+    validate(config)
     target = build_target(config, out_channels=1)
+    validate_hypernet(config, target)
+    hc = config["hypernet"]
     encoder = _construct(f"encoder {hc['encoder']!r}", _registered("encoders", hc["encoder"]),
                          dict(hc["encoder_params"]), sample_rate=int(hc["sample_rate"]))
     strategy = _construct(f"strategy {hc['strategy']!r}", _registered("strategies", hc["strategy"]),
