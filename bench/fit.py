@@ -1,10 +1,13 @@
 """Fitting benchmark: every target network on a folder of clips.
 
-For each target network and clip, prints the parameter count, seconds per step, the steps and
-seconds needed to reach SI-SNR 20 dB, and the final metrics. Clips are resampled to --sr (22.05 kHz,
-the papers' rate), mixed to mono and cropped to --samples (32768, the papers' 1.5 s).
+For each target network (its default preset) or each named preset, and each clip, prints the
+parameter count, seconds per step, the steps and seconds needed to reach SI-SNR 20 dB, and the final
+metrics; ``--render-rates`` also renders every fitted INR at those rates and prints the render times.
+Clips are resampled to --sr (22.05 kHz, the papers' rate), mixed to mono and cropped to --samples
+(32768, the papers' 1.5 s).
 
     python bench/fit.py bench/data/speech --inrs kan,siren --seconds 300
+    python bench/fit.py bench/data/speech --presets kan-fast --render-rates 8000,44100,96000
     python bench/fit.py FOLDER --steps 2000 --json results.json
 """
 
@@ -40,7 +43,8 @@ def clips(folder: Path, sr: int, samples: int, limit: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--inrs", default=",".join(ALL_INRS))
+    ap.add_argument("--inrs", default=",".join(ALL_INRS), help="target networks, each with its default preset")
+    ap.add_argument("--presets", help="preset names to run instead of --inrs")
     ap.add_argument("--sr", type=int, default=22050)
     ap.add_argument("--samples", type=int, default=32768)
     ap.add_argument("--clips", type=int, default=3, help="at most this many clips from the folder")
@@ -49,6 +53,7 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=20.0, help="SI-SNR (dB) to time")
     ap.add_argument("--metrics", default="mse,psnr,lsd,si-snr")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--render-rates", default="", help="render each fitted INR at these rates (Hz), timed")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if not args.folder.is_dir():
@@ -63,13 +68,16 @@ def main() -> int:
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     data = list(clips(args.folder, args.sr, args.samples, args.clips))
     names = args.metrics.split(",")
+    rates = [float(r) for r in args.render_rates.split(",") if r]
+    runs = ([(p, p, None) for p in args.presets.split(",")] if args.presets
+            else [(inr, None, inr) for inr in args.inrs.split(",")])
     results = []
-    for inr in args.inrs.split(","):
+    for label, preset, inr in runs:
         overrides = list(args.overrides) + ["fit.eval_every=10", "fit.target_sisnr=0"]
         if args.steps:
             overrides.append(f"fit.steps={args.steps}")
         overrides.append(f"fit.seconds={args.seconds}")
-        cfg = config.resolve(None, inr, overrides)
+        cfg = config.resolve(preset, inr, overrides)
         params = count_parameters(config.build_target(cfg))
         for clip_name, x in data:
             reached = {}
@@ -82,21 +90,31 @@ def main() -> int:
             model = fit.fit(x[None], args.sr, cfg, progress=False, callback=watch)
             wall = time.perf_counter() - t0
             values = metrics.evaluate(x[None], render.render(model, args.sr), args.sr, names)
+            renders = {}
+            for rate in rates:
+                r0 = time.perf_counter()
+                y = render.render(model, rate)
+                seconds = time.perf_counter() - r0
+                if y.shape[-1] != round(len(x) * rate / args.sr) or not np.all(np.isfinite(y)):
+                    raise SystemExit(f"{label}: bad render at {rate:g} Hz: {y.shape}, finite={np.isfinite(y).all()}")
+                renders[f"{rate:g}"] = seconds
             row = {
-                "inr": inr, "clip": clip_name, "params": params, "steps": model.info["steps"],
+                "inr": label, "clip": clip_name, "params": params, "steps": model.info["steps"],
                 "sec_per_step": wall / max(model.info["steps"], 1), "steps_to_threshold": reached.get("step"),
                 "seconds_to_threshold": reached.get("seconds"), "seconds": wall, **values,
+                "render_seconds": renders,
             }
             results.append(row)
             to = (f"{reached['step']} steps / {reached['seconds']:.0f} s" if reached else "not reached")
-            print(f"{inr:<14} {clip_name:<28} {params:>7,} params  {row['sec_per_step'] * 1000:7.1f} ms/step  "
-                  f"{args.threshold:g} dB: {to:<22} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                  flush=True)
+            rendered = "".join(f"  render {r} Hz {sec * 1000:.0f} ms" for r, sec in renders.items())
+            print(f"{label:<14} {clip_name:<28} {params:>7,} params  {row['sec_per_step'] * 1000:7.1f} ms/step  "
+                  f"{args.threshold:g} dB: {to:<22} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+                  + rendered, flush=True)
     print("\n# medians per target network")
-    for inr in args.inrs.split(","):
-        rows = [r for r in results if r["inr"] == inr]
+    for label, _, _ in runs:
+        rows = [r for r in results if r["inr"] == label]
         hit = [r["seconds_to_threshold"] for r in rows if r["seconds_to_threshold"] is not None]
-        print(f"{inr:<14} {statistics.median(r['sec_per_step'] for r in rows) * 1000:7.1f} ms/step  "
+        print(f"{label:<14} {statistics.median(r['sec_per_step'] for r in rows) * 1000:7.1f} ms/step  "
               f"SI-SNR {statistics.median(r['si-snr'] for r in rows):6.2f} dB  "
               f"reached {args.threshold:g} dB in {len(hit)}/{len(rows)}"
               + (f" (median {statistics.median(hit):.0f} s)" if hit else ""))

@@ -70,6 +70,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "chunk_samples": 32768,  # HyperSound/FewSound clip length (~1.5 s at 22.05 kHz)
         "overlap_samples": 1024,  # crossfade length between chunks
         "chunk_batch": 8,  # chunks (x channels) fitted together in one batched call
+        "batch_samples": 0,  # time coordinates per step, drawn at random (0 = every sample; L1 only)
         "seed": 0,
         "eval_every": 25,
     },
@@ -198,6 +199,18 @@ def default_preset_for(target: str) -> str | None:
     return None
 
 
+def quick_preset_for(target: str) -> str | None:
+    """The preset for a budget of minutes: ``<target>-fast`` if registered, else the default one.
+
+    ``kan-fast`` drops the paper's mel-STFT term, which keeps SI-SNR negative for the first
+    thousands of steps; the demo and the desktop app start from it.
+    """
+    from .plugins import get_registry
+
+    fast = f"{target}-fast"
+    return fast if fast in get_registry().names("presets") else default_preset_for(target)
+
+
 def resolve(preset: str | dict | None = None, target: str | None = None, overrides: list[str] = ()) -> dict:
     """Defaults < preset < target < overrides, validated."""
     if preset is None and target:
@@ -282,6 +295,10 @@ def validate(config: dict) -> None:
         raise ConfigError("fit.overlap_samples must be in [0, chunk_samples / 2)")
     if fit["lr"] <= 0:
         raise ConfigError("fit.lr must be positive")
+    if fit["batch_samples"] < 0:
+        raise ConfigError("fit.batch_samples must be >= 0 (0 = every sample)")
+    if fit["batch_samples"] and config["loss"]["lambda_f"]:
+        raise ConfigError("fit.batch_samples needs loss.lambda_f = 0: the mel-STFT term needs whole chunks")
     # Files written before a section existed lack it: its defaults apply.
     _validate_train({**DEFAULTS["train"], **config.get("train", {})})
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import audio, config, fit, hya, metrics, render, report
 from .audio import atomic_path
-from .plugins import get_registry
 
 RENDER_RATES = (8000, 22050, 48000)
 
@@ -27,10 +26,8 @@ def run_demo(out: Path, inr: str = "kan", seconds: float = 240.0, source: str | 
     out.mkdir(parents=True, exist_ok=True)
     source_path = Path(source) if source else demo_sound()
     x, sr = audio.load(source_path)
-    # A minutes-long budget: the fast preset where there is one (kan-fast drops the mel-STFT term,
-    # which keeps SI-SNR negative for the first thousands of steps).
-    preset = f"{inr}-fast" if f"{inr}-fast" in get_registry().names("presets") else None
-    cfg = config.resolve(preset, inr, [f"fit.seconds={seconds}", "fit.steps=100000000", "fit.target_sisnr=30"])
+    overrides = [f"fit.seconds={seconds}", "fit.steps=100000000", "fit.target_sisnr=30"]
+    cfg = config.resolve(config.quick_preset_for(inr), inr, overrides)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     log(f"[1/4] fitting {source_path.name} ({x.shape[1] / sr:.2f} s at {sr} Hz) with {inr}, budget {seconds:g} s")
     t0 = time.perf_counter()

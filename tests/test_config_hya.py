@@ -27,6 +27,13 @@ def test_kan_preset_is_the_papers_33768_parameter_network():
     assert sum(p.numel() for p in module.parameters()) == 33768
 
 
+def test_quick_preset_is_the_fast_one_where_there_is_one():
+    assert config.quick_preset_for("kan") == "kan-fast"
+    assert config.quick_preset_for("nerf") == "nerf-inr"
+    cfg = config.resolve(config.quick_preset_for("kan"))
+    assert cfg["loss"]["lambda_f"] == 0 and cfg["fit"]["batch_samples"] == 8192
+
+
 def test_overrides_are_toml_literals_and_validated():
     cfg = config.resolve("kan-inr", overrides=["fit.lr=0.002", "target.params.grid_size=12", "preset.description=x y"])
     assert cfg["fit"]["lr"] == 0.002 and cfg["target"]["params"]["grid_size"] == 12

@@ -71,7 +71,7 @@ class FitTab(QWidget):
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
         self.preset_box.addItems(presets + [NO_PRESET])
-        default = config_mod.default_preset_for(target)
+        default = config_mod.quick_preset_for(target)
         self.preset_box.setCurrentText(default if default in presets else (presets[0] if presets else NO_PRESET))
         self.preset_box.blockSignals(False)
         self._preset_changed(self.preset_box.currentText())
