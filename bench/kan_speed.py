@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from hyperaudio.functional import call_batched, fresh_parameters
 from hyperaudio.runtime import keep_freed_memory
@@ -43,7 +44,8 @@ def dense_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor
 def use_dense(model: KAN) -> None:
     """Swap every layer's basis evaluation for the reference."""
     for layer in model.layers:
-        layer.basis = lambda x, layer=layer: dense_basis(x, layer.grid, layer.spline_order)
+        # with the layer's zero-coefficient margin columns around the bases
+        layer.basis = lambda x, layer=layer: F.pad(dense_basis(x, layer.grid, layer.spline_order), (1, 1))
 
 
 def timed(step, repeats: int) -> list[float]:

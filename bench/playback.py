@@ -176,6 +176,9 @@ def main() -> int:
     except ValueError:
         pass
 
+    from hyperaudio.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as `hyperaudio play` does
     cuda = torch.cuda.is_available()
     print(f"# torch {torch.__version__}, device {'cuda: ' + torch.cuda.get_device_name() if cuda else 'cpu'}, "
           f"{os.cpu_count()} CPUs, {cpu_load()}")

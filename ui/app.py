@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hyperaudio.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the hyperaudio CLI does: the playback renderer allocates every block
     return run(args)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -36,35 +36,44 @@ def uniform_bspline_pieces(order: int) -> list[list[float]]:
     return pieces
 
 
-def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
-    """B-spline bases of every input on a uniform knot vector: ``[N, in]`` -> ``[N, in, G+k]``.
+@lru_cache(maxsize=None)
+def _pieces(order: int) -> list[list[float]]:
+    return uniform_bspline_pieces(order)
 
-    Equal to efficient-KAN's dense Cox–de Boor recursion over all ``G + 2k`` knot intervals, but an
-    input in interval ``c`` only touches bases ``c-k … c``, whose values are fixed polynomials of
-    the local coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`). Those ``k + 1``
-    values are computed on ``[N, k+1, in]`` tensors and scattered into the dense layout, so the
-    layer stays a matmul. Inputs outside ``[t_0, t_last)`` touch no basis (zero spline, as the
-    reference); NaN inputs give NaN bases.
+
+def bspline_basis_with_margins(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+    """B-spline bases of every input on a uniform knot vector, ``[N, in]`` -> ``[N, in, 1+G+k+1]``.
+
+    Column ``1 + j`` of each input is basis ``j``, equal to efficient-KAN's dense Cox–de Boor
+    recursion over all ``G + 2k`` knot intervals; the first and last columns are margins. An input in
+    interval ``c`` only touches bases ``c-k … c``, whose values are fixed polynomials of the local
+    coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`): those ``k + 1`` values are
+    computed on ``[N, k+1, in]`` tensors and scattered into the dense layout, so the layer stays a
+    matmul. A basis index off either end of the grid is clamped into the margin, which the layer
+    multiplies by zero: no masks (inputs outside ``[t_0, t_last)`` get a zero spline, as the
+    reference; NaN inputs give NaN outputs, since NaN · 0 is NaN).
     """
     n_bases = grid.numel() - 1 - order
-    arange = partial(torch.arange, dtype=x.dtype, device=x.device)
+    width = n_bases + 2
     s = (x - grid[0]) / (grid[1] - grid[0])
     cell = torch.floor(s)  # piecewise constant: no gradient, like the reference's indicators
     u = (s - cell).unsqueeze(-2)  # [N, 1, in]
     # Horner with coefficient columns [k+1, 1]: row r of the result is basis cell - r.
-    coeffs = torch.tensor(uniform_bspline_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
+    coeffs = torch.tensor(_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
     values = coeffs[0].expand_as(u) if order == 0 else torch.addcmul(coeffs[order - 1], coeffs[order], u)
     for p in range(order - 2, -1, -1):
         values = torch.addcmul(coeffs[p], values, u)
-    j = cell.unsqueeze(-2) - arange(order + 1).unsqueeze(-1)  # basis index, [N, k+1, in]
-    on_grid = (j >= 0) & (j < n_bases)
-    values = values * on_grid  # bases off either end of the grid do not exist
-    # where, not clamp: a NaN index would be out of range; its NaN value still propagates
-    index = (torch.where(on_grid, j, 0) + n_bases * arange(x.shape[-1])).long()
+    j = cell.long().unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
+    index = j.clamp(-1, n_bases) + 1 + width * torch.arange(x.shape[-1], device=x.device)
     # An expanded scalar: the out-of-place scatter materialises it once, and vmap can batch it.
-    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * n_bases)
+    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * width)
     basis = zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
-    return basis.unflatten(-1, (x.shape[-1], n_bases))
+    return basis.unflatten(-1, (x.shape[-1], width))
+
+
+def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+    """The bases alone, ``[N, in]`` -> ``[N, in, G+k]`` (see :func:`bspline_basis_with_margins`)."""
+    return bspline_basis_with_margins(x, grid, order)[..., 1:-1]
 
 
 class KANLayer(nn.Module):
@@ -97,16 +106,19 @@ class KANLayer(nn.Module):
         order = self.spline_order
         knots = self.grid[order : self.grid.numel() - order]  # the G + 1 knots on [-1, 1]
         noise = (torch.rand(knots.numel(), in_features, out_features) - 0.5) * scale_noise / (knots.numel() - 1)
-        A = self.basis(knots.unsqueeze(-1).expand(-1, in_features)).transpose(0, 1)  # [in, G+1, G+k]
+        A = bspline_basis(knots.unsqueeze(-1).expand(-1, in_features), self.grid, order).transpose(0, 1)
+        # A: [in, G+1, G+k]
         coeff = torch.linalg.lstsq(A, noise.transpose(0, 1)).solution  # [in, G+k, out]
         self.spline_weight.copy_(coeff.permute(2, 0, 1))
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5))
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
-        return bspline_basis(x, self.grid, self.spline_order)
+        """``[N, in, G+k+2]``: the bases between two margin columns (zero coefficients)."""
+        return bspline_basis_with_margins(x, self.grid, self.spline_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coeff = (self.spline_weight * self.spline_scaler.unsqueeze(-1)).flatten(1)  # [out, in*(G+k)]
+        # [out, in * (G+k+2)]: zero coefficients for the margin columns
+        coeff = F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (1, 1)).flatten(1)
         # F.linear rather than basis @ coeff.T: its weight gradient is grad.T @ basis, the fast layout
         return F.linear(F.silu(x), self.base_weight) + F.linear(self.basis(x).flatten(-2), coeff)
 

@@ -128,6 +128,9 @@ def _be_nice() -> None:
         pass
     import torch
 
+    from hyperaudio.runtime import keep_freed_memory
+
+    keep_freed_memory()  # the worker owns its process: fit steps reuse freed memory, as in the CLI
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
