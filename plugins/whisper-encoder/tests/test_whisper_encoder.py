@@ -156,22 +156,9 @@ def _installed() -> bool:
         return False
 
 
-# No conftest.py here: several plugin test folders run in one pytest session from the repository root,
-# and hyperaudio's tests import helpers with ``from conftest import ...``; a second module named
-# ``conftest`` would shadow them. The opt-in the kit's ``hyperaudio_plugins`` fixture offers, by hand:
-@pytest.fixture
-def plugin_registry(monkeypatch):
-    """A fresh registry that loaded the built-ins and this plugin only (the test suite loads none)."""
-    from hyperaudio.plugins import get_registry, reset_registry
-
-    monkeypatch.setenv("HYPERAUDIO_LOAD_PLUGINS", "hyperaudio-whisper")
-    reset_registry()
-    yield get_registry()
-    reset_registry()
-
-
 @pytest.mark.skipif(not _installed(), reason="hyperaudio-whisper is not installed (pip install .)")
-def test_installed_plugin_registers_through_its_entry_point(plugin_registry):
+def test_installed_plugin_registers_through_its_entry_point(hyperaudio_plugins):
+    plugin_registry = hyperaudio_plugins("hyperaudio-whisper")  # the conformance kit's fixture
     assert plugin_registry.plugins["hyperaudio-whisper"].status == "ok"
     entry = plugin_registry.get("encoders", "whisper-lora")
     assert entry.obj is WhisperLoRAEncoder and entry.dist == "hyperaudio-whisper"
