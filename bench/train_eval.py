@@ -8,7 +8,10 @@ chunk) and reports, against the original at its own rate, the medians of SI-SNR,
 * the model: one forward pass per chunk;
 * the model + ``--refine`` steps of test-time refinement (``hyperaudio encode --refine``);
 
-with the median time each takes per clip.
+with the median time each takes per clip. Scores are taken twice: at the file's own rate (the INR
+rendered there, so its interpolation between the model's samples counts) and at the model's rate
+(``hypernet.sample_rate``; the reference resampled to it), which is what the model can reconstruct
+at best when it runs slower than the files.
 
     python bench/prepare_data.py bench/data                      # speech300/ and speech300-val/
     python bench/train_eval.py bench/data/speech300 bench/data/speech300-val \\
@@ -77,34 +80,45 @@ def main() -> int:
     model, cfg = load_model(run, "cpu")
     files = find_audio(args.val)
     files = files[: args.clips] if args.clips else files
-    rows = {"silence": [], "model": [], "refined": []}
+    model_sr = float(cfg["hypernet"]["sample_rate"])
+    keys = ("silence", "model", "refined")
+    rows = {rate: {k: [] for k in keys} for rate in ("file", "model")}
     times = {"model": [], "refined": []}
+
+    def score(key: str, x: np.ndarray, sr: int, inr=None) -> None:
+        ref = audio.resample(x, sr, model_sr)
+        for rate, (r, rsr) in {"file": (x, sr), "model": (ref, model_sr)}.items():
+            est = np.zeros_like(r) if inr is None else _fit_length(render.render(inr, rsr), r)
+            rows[rate][key].append(metrics.evaluate(r, est, rsr, METRICS))
+
     for i, path in enumerate(files):
         x, sr = audio.load(path)
         x = audio.to_mono(x)
-        rows["silence"].append(metrics.evaluate(x, np.zeros_like(x), sr, METRICS))
+        score("silence", x, sr)
         t = time.perf_counter()
         inr = encode(model, x, sr, device=args.device, config=cfg)
         times["model"].append(time.perf_counter() - t)
-        rows["model"].append(metrics.evaluate(x, _fit_length(render.render(inr, sr), x), sr, METRICS))
+        score("model", x, sr, inr)
         if args.refine:
             t = time.perf_counter()
             inr = encode(model, x, sr, refine_steps=args.refine, device=args.device, config=cfg)
             times["refined"].append(time.perf_counter() - t)
-            rows["refined"].append(metrics.evaluate(x, _fit_length(render.render(inr, sr), x), sr, METRICS))
-        print(f"[{i + 1}/{len(files)}] {path.name}: SI-SNR model {rows['model'][-1]['si-snr']:.2f} dB"
-              + (f", refined {rows['refined'][-1]['si-snr']:.2f} dB" if args.refine else ""), file=sys.stderr)
+            score("refined", x, sr, inr)
+        last = {k: rows["file"][k][-1]["si-snr"] for k in keys if rows["file"][k]}
+        print(f"[{i + 1}/{len(files)}] {path.name}: SI-SNR model {last['model']:.2f} dB"
+              + (f", refined {last['refined']:.2f} dB" if args.refine else ""), file=sys.stderr)
     summary = {"preset": cfg["preset"].get("name"), "run": str(run), "train_seconds": train_seconds,
-               "clips": len(files), "refine_steps": args.refine, "results": {}}
-    print(f"\n{len(files)} held-out clips from {args.val}; medians")
-    print(f"{'':<22} {'SI-SNR dB':>10} {'LSD':>8} {'MSE':>10} {'s / clip':>9}")
-    for label, key in (("silence", "silence"), ("model", "model"), (f"model + refine {args.refine}", "refined")):
-        if not rows[key]:
-            continue
-        med = {m: statistics.median(r[m] for r in rows[key]) for m in METRICS}
-        sec = statistics.median(times[key]) if times.get(key) else 0.0
-        summary["results"][key] = {**med, "seconds_per_clip": sec}
-        print(f"{label:<22} {med['si-snr']:>10.2f} {med['lsd']:>8.3f} {med['mse']:>10.5f} {sec:>9.2f}")
+               "clips": len(files), "refine_steps": args.refine, "model_rate": model_sr, "results": {}}
+    for rate, title in (("file", "at the files' own rate"), ("model", f"at the model's rate ({model_sr:g} Hz)")):
+        print(f"\n{len(files)} held-out clips from {args.val}, {title}; medians")
+        print(f"{'':<22} {'SI-SNR dB':>10} {'LSD':>8} {'MSE':>10} {'s / clip':>9}")
+        for label, key in zip(("silence", "model", f"model + refine {args.refine}"), keys):
+            if not rows[rate][key]:
+                continue
+            med = {m: statistics.median(r[m] for r in rows[rate][key]) for m in METRICS}
+            sec = statistics.median(times[key]) if times.get(key) else 0.0
+            summary["results"].setdefault(rate, {})[key] = {**med, "seconds_per_clip": sec}
+            print(f"{label:<22} {med['si-snr']:>10.2f} {med['lsd']:>8.3f} {med['mse']:>10.5f} {sec:>9.2f}")
     (run / "eval.json").write_text(json.dumps(summary, indent=2))
     print(f"(written to {run / 'eval.json'})")
     return 0

@@ -96,7 +96,8 @@ def fit(
     """Fit ``audio`` (``[C, N]`` float, or ``[N]``) and return the INR.
 
     Ctrl-C (KeyboardInterrupt) or ``should_stop()`` ends the fit early and returns what has been
-    learnt so far, with ``info["interrupted"] = True``, so no progress is lost.
+    learnt so far, with ``info["interrupted"] = True``, so no progress is lost. ``info["sisnr"]``
+    is the mean over all chunks of each one's last evaluated SI-SNR (first head).
 
     ``initial`` (test-time refinement of a hypernetwork's output): ``{name: [K, *shape]}`` for every
     parameter, one set per member in the ``.hya`` order (chunk-major, then channel); members start
@@ -158,6 +159,7 @@ def fit(
     interrupted = False
     total_steps = 0
     last_loss, last_sisnr = float("nan"), float("nan")
+    chunk_sisnr: dict[int, float] = {}  # each chunk's latest score: info["sisnr"] covers every group
     try:
         for gi, group in enumerate(groups):
             start_params = ({n: p[group].clone() for n, p in initial.items()} if initial is not None
@@ -215,6 +217,7 @@ def fit(
                         first = pred.detach().reshape(len(group), n_heads, length)[:, 0]
                         scores = si_snr(first, targets[group])
                     last_loss, last_sisnr = float(loss.detach()), float(scores.mean())
+                    chunk_sisnr.update(zip(group, scores.tolist()))
                     good = {n: p.detach().clone() for n, p in params.items()}
                     overall = (gi + min(fraction, 1.0)) / len(groups)
                     if bar is not None:
@@ -249,7 +252,7 @@ def fit(
         "steps": total_steps,
         "seconds": round(time.perf_counter() - start, 3),
         "loss": last_loss,
-        "sisnr": last_sisnr,
+        "sisnr": float(np.mean(list(chunk_sisnr.values()))) if chunk_sisnr else last_sisnr,
         "interrupted": interrupted,
         "device": str(device),
     }

@@ -106,9 +106,10 @@ def test_conformance_kit_passes_for_built_in_strategies(name):
 HYPERNET_PRESETS = ["hypersound-nerf", "hypersound-siren", "hypersound-shared1", "hypersound-additive",
                     "hypersound-multiplicative", "fewsound-nerf", "fewsound-kan", "pcinr-film"]
 DEBUG_PRESETS = [f"debug-{s}" for s in STRATEGIES]
+SMALL_PRESETS = ["hypersound-small", "fewsound-small"]  # sized for 20-minute CPU runs
 
 
-@pytest.mark.parametrize("name", HYPERNET_PRESETS + DEBUG_PRESETS)
+@pytest.mark.parametrize("name", HYPERNET_PRESETS + DEBUG_PRESETS + SMALL_PRESETS)
 def test_presets_resolve_and_pass_the_kit(name):
     from hyperaudio.testing import check_preset
 
@@ -120,6 +121,11 @@ def test_presets_resolve_and_pass_the_kit(name):
         model = build(cfg)  # tiny: builds in well under a second
         assert model.num_samples == 2048 and cfg["hypernet"]["sample_rate"] == 8000
         assert sum(p.numel() for p in model.parameters()) < 200_000
+    elif name in SMALL_PRESETS:
+        model = build(cfg)
+        assert model.num_samples == 1024 and cfg["hypernet"]["sample_rate"] == 8000
+        assert cfg["loss"]["lambda_mse"] == 1 and cfg["loss"]["lambda_t"] == cfg["loss"]["lambda_f"] == 0
+        assert sum(p.numel() for p in model.parameters()) < 20_000_000
     else:
         assert cfg["hypernet"]["num_samples"] == 32768 and cfg["train"]["batch_size"] == 16
 

@@ -55,6 +55,21 @@ def test_target_sisnr_stops_early():
     assert model.info["steps"] < 5000 and model.info["sisnr"] >= 12.0
 
 
+def test_reported_sisnr_covers_every_chunk_group():
+    # Two chunks fitted one group at a time: a pure tone (easy) then noise (hard). The reported
+    # SI-SNR is the mean of both chunks' final scores, not the last group's alone.
+    tone = 0.5 * np.sin(2 * np.pi * 60 * np.arange(1024) / SR)
+    noise = 0.5 * np.random.default_rng(0).standard_normal(1024)
+    x = np.concatenate([tone, noise]).astype(np.float32)[None]
+    cfg = quick_config(steps=150, chunk_samples=1024, overlap_samples=0, chunk_batch=1, lr=0.003)
+    model = fit.fit(x, SR, cfg, progress=False)
+    assert len(model.chunks) == 2
+    y = torch.from_numpy(render.render(model, SR)[0])
+    per_chunk = [si_snr(y[s : s + n], torch.from_numpy(x[0, s : s + n])).item() for s, n in model.chunks]
+    assert per_chunk[0] > per_chunk[1] + 5, per_chunk
+    assert model.info["sisnr"] == pytest.approx(np.mean(per_chunk), abs=1.0), (per_chunk, model.info["sisnr"])
+
+
 def test_long_stereo_audio_is_chunked_and_crossfaded(tmp_path):
     n = 5000
     left = chirp(SR, n / SR, 100, 400)
