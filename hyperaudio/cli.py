@@ -275,7 +275,7 @@ def cmd_encode(args) -> int:
     n = min(x.shape[1], y.shape[1])
     score = float(np.mean([metrics.evaluate(x[c, :n], y[c, :n], sr, ["si-snr"])["si-snr"]
                            for c in range(x.shape[0])]))
-    refined = f", refined {inr.info.get('refine_steps', 0)} steps" if args.refine else ""
+    refined = f", refined {inr.info.get('refine_steps', 0)} steps per chunk" if args.refine else ""
     print(f"saved {out}: {x.shape[0]} ch, {x.shape[1] / sr:.2f} s, {inr.info['chunks']} chunk(s){refined}; "
           f"SI-SNR {score:.2f} dB vs the input; {seconds:.2f} s", file=sys.stderr)
     return 0

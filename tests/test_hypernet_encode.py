@@ -82,7 +82,10 @@ def test_refine_improves_sisnr(run_dir, tmp_path, write_audio, capsys):
     src = write_audio("x.wav", x, SR)
     assert main(["encode", str(run_dir / "model.safetensors"), str(src), "-o", str(tmp_path / "x.hya"),
                  "--refine", "5", "-q"]) == 0
-    assert "refined 5 steps" in capsys.readouterr().err
+    assert "refined 5 steps per chunk" in capsys.readouterr().err
+    # More chunks than one refinement group (fit.chunk_batch): still counted per chunk.
+    long = encode(run_dir, 0.4 * speechlike(SR, 3.0, seed=3), SR, refine_steps=2, device="cpu")
+    assert len(long.chunks) > long.config["fit"]["chunk_batch"] and long.info["refine_steps"] == 2
 
 
 def test_gain_applies_everywhere_an_inr_is_evaluated(tmp_path):

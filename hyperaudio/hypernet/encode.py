@@ -124,8 +124,11 @@ def refine(inr: INR, normalised: np.ndarray, steps: int, device=None, progress: 
                   initial=inr.params, module=inr.module)
     if [tuple(c) for c in refined.chunks] != [tuple(c) for c in inr.chunks]:
         raise RuntimeError(f"refinement used another chunk layout: {refined.chunks} vs {inr.chunks}")
-    info = {**inr.info, "refine_steps": int(refined.info["steps"]), "refine_seconds": refined.info["seconds"],
+    # Steps per chunk, as asked: fit's own count adds up every chunk group's steps.
+    info = {**inr.info, "refine_steps": int(steps), "refine_seconds": refined.info["seconds"],
             "refine_sisnr": refined.info["sisnr"], "refine_lr": fc["lr"]}
+    if refined.info["interrupted"]:
+        info["refine_interrupted"] = True
     return INR(inr.config, refined.module, refined.params, inr.sample_rate, inr.num_samples, inr.channels,
                inr.chunks, info, gain=inr.gain)
 
