@@ -19,6 +19,9 @@ def test_train_a_hypernetwork_then_encode_with_it(window, qtbot, tmp_path, monke
     for i in range(4):
         sf.write(str(data / f"clip{i}.wav"), tone_and_noise(0.5, 8000, seed=i)[0], 8000)
     train = window.new_job.train
+    # No GPU here (CI): the app starts from the preset that learns on a CPU.
+    assert train.preset_box.currentText() == "hypersound-small"
+    assert train.form.fields["hypernet.sample_rate"].widget.value() == 8000
     train.preset_box.setCurrentText("debug-standard")
     assert train.form.fields["hypernet.encoder"].widget.currentText() == "soundstream"
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data)))

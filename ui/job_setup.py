@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QScrollArea, QSpinBox, QTabWidget, QVBoxLayout, QWidget)
@@ -223,7 +224,10 @@ class TrainTab(QWidget):
         self.preset_box.addItems(names)
         self.preset_box.blockSignals(False)
         if names:
-            self.preset_box.setCurrentText("hypersound-nerf" if "hypersound-nerf" in names else names[0])
+            # The paper preset needs a GPU to learn anything within hours; the small one learns on a CPU
+            # in about 20 minutes (docs/hypernetworks.md).
+            default = "hypersound-nerf" if torch.cuda.is_available() else "hypersound-small"
+            self.preset_box.setCurrentText(default if default in names else names[0])
             self._preset_changed(self.preset_box.currentText())
 
     def _preset_changed(self, preset: str) -> None:
