@@ -261,6 +261,33 @@ def test_rates_give_the_right_number_of_samples_per_second_of_source(rate):
     assert engine.stats.underruns == 0
 
 
+def test_a_device_filling_its_buffer_at_start_leaves_no_gap(monkeypatch):
+    # A device pulls its whole buffer (here 100 ms) in a burst when it starts. The first sound waits
+    # until the ring holds that much, so the burst cannot run it dry right after the first frames.
+    # A renderer at ~5x real time (8 ms a block), as a large network has: the burst outruns it.
+    from hyperaudio.playback.timeline import Timeline
+
+    fast = Timeline.render
+    monkeypatch.setattr(Timeline, "render", lambda self, n: (time.sleep(0.008), fast(self, n))[1])
+    inr = network_inr("siren", ["target.params.hidden=[64, 64]"])
+
+    def start(announce: bool) -> Engine:
+        engine = Engine(inr, NullSink(burst=0.1), SR)
+        if not announce:
+            engine.prefill = lambda seconds: None
+        engine.play()
+        assert engine.wait(timeout=10)
+        return engine
+
+    engine = start(announce=True)
+    want = render.render(inr, SR)[0]
+    y = played(engine)[: len(want), 0]
+    assert engine.stats.underruns == 0
+    np.testing.assert_allclose(y[engine.fade :], want[engine.fade :], atol=1e-5)
+    # Unannounced, the same burst empties the ring: a gap of zeros, counted as underruns.
+    assert start(announce=False).stats.underruns > 0
+
+
 def test_speed_change_takes_effect_within_one_block_without_click():
     inr = tone_inr(freqs=(440.0,), amps=(0.5,), seconds=3.0)
     engine = Engine(inr, NullSink(), SR)

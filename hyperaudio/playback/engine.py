@@ -208,6 +208,16 @@ class Engine:
         self._stopping = False
         self._silent = False
         self._sounding = False  # rendered frames have reached the sink
+        # A device pulls a whole buffer at once when it starts: the first sound waits until the ring
+        # holds the first block and a half, or what the sink announces (prefill), so that burst does
+        # not empty the ring and leave a gap right after the first frames.
+        self._start_frames = self.keep + self.block if realtime else 0
+
+    def prefill(self, seconds: float) -> None:
+        """The sink pulls about ``seconds`` of audio at once when it starts (a device filling its
+        buffer): the first sound waits until that much and half a block are rendered."""
+        want = int(seconds * self.sr) + self.keep
+        self._start_frames = min(max(self._start_frames, want), self.ring.capacity - self.ring.max_read)
 
     def _warm_up(self) -> None:
         """One tiny evaluation, so the first block is not slowed by lazy initialisation."""
@@ -247,8 +257,9 @@ class Engine:
         """Start rendering and playing; returns once the sink is running.
 
         The sink starts at once, in parallel with the first render: opening an audio device takes
-        about as long as rendering the first block, and until frames arrive the callback plays
-        silence (not counted as an underrun).
+        about as long as rendering the first block. Until the ring holds the first block and a half,
+        or the device buffer the sink fills at start-up and half a block (:meth:`prefill`), the
+        callback plays silence (not counted as an underrun).
         """
         if self._playing:
             return self
@@ -478,6 +489,10 @@ class Engine:
         frames = len(out)
         if self._silent:
             out.fill(0.0)
+            return 0
+        if not (self._sounding or self.ring.readable() >= self._start_frames or self._end_frame is not None):
+            out.fill(0.0)  # before the first sound: device start-up silence, not an underrun
+            self.stats.frames_out += frames
             return 0
         n = self.ring.read_into(out)
         if n < frames:

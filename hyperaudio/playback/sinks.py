@@ -144,6 +144,7 @@ class SoundDeviceSink:
 
         before = _native_threads()
         try:
+            engine.prefill(self._buffer_seconds(sd, device))
             self.stream = sd.OutputStream(samplerate=engine.sr, channels=engine.channels, dtype="float32",
                                           blocksize=engine.max_read, device=device, latency=self.latency_request,
                                           callback=callback)
@@ -157,6 +158,15 @@ class SoundDeviceSink:
             raise PlaybackError(f"cannot play {engine.channels} channel(s) at {engine.sr:g} Hz on the audio "
                                 f"output: {exc}") from None
         self.running = True
+
+    def _buffer_seconds(self, sd, device) -> float:
+        """The device buffer the stream will fill when it starts: the requested latency."""
+        latency = self.latency_request
+        if latency is None:
+            return 0.0
+        if isinstance(latency, str):  # "low" / "high": the device's defaults
+            latency = sd.query_devices(device, "output")[f"default_{latency}_output_latency"]
+        return float(latency)
 
     @property
     def latency(self) -> float:
@@ -182,20 +192,23 @@ class NullSink:
 
     ``pace=1`` is real time (what tests of timing need); the schedule is absolute, so a late pull
     is followed by quicker ones, like a sound card's clock. ``keep=False`` discards the frames
-    (long benchmarks).
+    (long benchmarks). ``burst``: seconds pulled without waiting as soon as the first sound
+    arrives, the worst case of a device filling its buffer at start-up (announced to the engine
+    with ``prefill``, as the sounddevice sink announces its latency).
     """
 
     realtime = True
     heads = "first"
 
-    def __init__(self, blocksize: int | None = None, pace: float = 1.0, keep: bool = True):
-        self.blocksize, self.pace, self.keep = blocksize, float(pace), keep
+    def __init__(self, blocksize: int | None = None, pace: float = 1.0, keep: bool = True, burst: float = 0.0):
+        self.blocksize, self.pace, self.keep, self.burst = blocksize, float(pace), keep, float(burst)
         self.running = False
         self._thread = None
         self._parts: list[np.ndarray] = []
         self.pull_times: list[tuple[int, float]] = []  # (frames before this pull, perf_counter)
 
     def start(self, engine) -> None:
+        engine.prefill(self.burst)
         self.running = True
         self._thread = threading.Thread(target=self._run, args=(engine,), name="hyperaudio-null-sink", daemon=True)
         self._thread.start()
@@ -206,12 +219,17 @@ class NullSink:
         period = frames / engine.sr / self.pace
         due = time.perf_counter()
         total = 0
+        burst = round(self.burst * engine.sr / frames)  # pulls without waiting, from the first sound on
+        sounding = False
         while self.running:
             self.pull_times.append((total, time.perf_counter()))
-            engine.consume(buf)
+            sounding = engine.consume(buf) > 0 or sounding
             total += frames
             if self.keep:
                 self._parts.append(buf.copy())
+            if sounding and burst > 0:
+                burst -= 1
+                continue
             due += period
             delay = due - time.perf_counter()
             if delay > 0:
