@@ -208,14 +208,13 @@ class Engine:
         self._stopping = False
         self._silent = False
         self._sounding = False  # rendered frames have reached the sink
-        # A device pulls a whole buffer at once when it starts: the first sound waits until the ring
-        # holds the first block and a half, or what the sink announces (prefill), so that burst does
-        # not empty the ring and leave a gap right after the first frames.
+        # Frames the ring must hold before the first sound (see play and prefill).
         self._start_frames = self.keep + self.block if realtime else 0
 
     def prefill(self, seconds: float) -> None:
         """The sink pulls about ``seconds`` of audio at once when it starts (a device filling its
-        buffer): the first sound waits until that much and half a block are rendered."""
+        buffer): the first sound waits until that much and half a block are rendered, so the burst
+        cannot empty the ring right after the first frames and leave a gap."""
         want = int(seconds * self.sr) + self.keep
         self._start_frames = min(max(self._start_frames, want), self.ring.capacity - self.ring.max_read)
 
