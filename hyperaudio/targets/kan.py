@@ -13,7 +13,8 @@ from torch import nn
 from .encoding import PositionalEncoding
 
 
-def uniform_bspline_pieces(order: int) -> list[list[float]]:
+@lru_cache(maxsize=None)
+def uniform_bspline_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     """``P[r][p]``: coefficient of ``u^p`` in basis ``c - r`` on knot interval ``c`` (``r, p <= k``).
 
     The Cox–de Boor recursion run once on polynomials of the local coordinate ``u`` with all knot
@@ -33,12 +34,7 @@ def uniform_bspline_pieces(order: int) -> list[list[float]]:
                 poly[p + 1] -= a / d
             nxt.append(poly)
         pieces = nxt
-    return pieces
-
-
-@lru_cache(maxsize=None)
-def _pieces(order: int) -> list[list[float]]:
-    return uniform_bspline_pieces(order)
+    return tuple(map(tuple, pieces))  # immutable: the result is cached and shared
 
 
 def bspline_basis_with_margins(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
@@ -59,7 +55,7 @@ def bspline_basis_with_margins(x: torch.Tensor, grid: torch.Tensor, order: int) 
     cell = torch.floor(s)  # piecewise constant: no gradient, like the reference's indicators
     u = (s - cell).unsqueeze(-2)  # [N, 1, in]
     # Horner with coefficient columns [k+1, 1]: row r of the result is basis cell - r.
-    coeffs = torch.tensor(_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
+    coeffs = torch.tensor(uniform_bspline_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
     values = coeffs[0].expand_as(u) if order == 0 else torch.addcmul(coeffs[order - 1], coeffs[order], u)
     for p in range(order - 2, -1, -1):
         values = torch.addcmul(coeffs[p], values, u)
