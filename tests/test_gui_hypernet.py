@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from gui_support import WAIT_MS, dialogs, screenshot, screenshot_dir, settings_path, tone_and_noise, window  # noqa: F401
 
 from PySide6.QtWidgets import QFileDialog  # noqa: E402
@@ -19,9 +20,10 @@ def test_train_a_hypernetwork_then_encode_with_it(window, qtbot, tmp_path, monke
     for i in range(4):
         sf.write(str(data / f"clip{i}.wav"), tone_and_noise(0.5, 8000, seed=i)[0], 8000)
     train = window.new_job.train
-    # No GPU here (CI): the app starts from the preset that learns on a CPU.
-    assert train.preset_box.currentText() == "hypersound-small"
-    assert train.form.fields["hypernet.sample_rate"].widget.value() == 8000
+    # Without CUDA (CI) the app starts from the preset that learns on a CPU.
+    cuda = torch.cuda.is_available()
+    assert train.preset_box.currentText() == ("hypersound-nerf" if cuda else "hypersound-small")
+    assert train.form.fields["hypernet.sample_rate"].widget.value() == (22050 if cuda else 8000)
     train.preset_box.setCurrentText("debug-standard")
     assert train.form.fields["hypernet.encoder"].widget.currentText() == "soundstream"
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data)))
