@@ -85,25 +85,26 @@ def main() -> int:
     rows = {rate: {k: [] for k in keys} for rate in ("file", "model")}
     times = {"model": [], "refined": []}
 
-    def score(key: str, x: np.ndarray, sr: int, inr=None) -> None:
-        ref = audio.resample(x, sr, model_sr)
-        for rate, (r, rsr) in {"file": (x, sr), "model": (ref, model_sr)}.items():
-            est = np.zeros_like(r) if inr is None else _fit_length(render.render(inr, rsr), r)
-            rows[rate][key].append(metrics.evaluate(r, est, rsr, METRICS))
-
     for i, path in enumerate(files):
         x, sr = audio.load(path)
         x = audio.to_mono(x)
-        score("silence", x, sr)
+        references = {"file": (x, sr), "model": (audio.resample(x, sr, model_sr), model_sr)}
+
+        def score(key: str, inr=None) -> None:
+            for rate, (r, rsr) in references.items():
+                est = np.zeros_like(r) if inr is None else _fit_length(render.render(inr, rsr), r)
+                rows[rate][key].append(metrics.evaluate(r, est, rsr, METRICS))
+
+        score("silence")
         t = time.perf_counter()
         inr = encode(model, x, sr, device=args.device, config=cfg)
         times["model"].append(time.perf_counter() - t)
-        score("model", x, sr, inr)
+        score("model", inr)
         if args.refine:
             t = time.perf_counter()
             inr = encode(model, x, sr, refine_steps=args.refine, device=args.device, config=cfg)
             times["refined"].append(time.perf_counter() - t)
-            score("refined", x, sr, inr)
+            score("refined", inr)
         last = {k: rows["file"][k][-1]["si-snr"] for k in keys if rows["file"][k]}
         print(f"[{i + 1}/{len(files)}] {path.name}: SI-SNR model {last['model']:.2f} dB"
               + (f", refined {last['refined']:.2f} dB" if args.refine else ""), file=sys.stderr)
