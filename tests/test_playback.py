@@ -197,8 +197,9 @@ def test_ring_buffer_concurrent_retract_never_rewrites_what_was_read():
 
 
 # -- backends -------------------------------------------------------------------------------------
-def test_torch_backend_equals_render_evaluate_across_chunk_seams():
-    inr = tone_inr(freqs=(300.0, 2500.0), amps=(0.4, 0.2), seconds=1.0, chunk=8000, overlap=700, channels=2)
+@pytest.mark.parametrize("channels", [1, 2])  # 1: chunk parameters copied into the module; 2: vmap
+def test_torch_backend_equals_render_evaluate_across_chunk_seams(channels):
+    inr = tone_inr(freqs=(300.0, 2500.0), amps=(0.4, 0.2), seconds=1.0, chunk=8000, overlap=700, channels=channels)
     assert len(inr.chunks) > 2
     backend = TorchBackend(inr, "cpu")
     for anchor, inc, k0, n in [(0.0, 0.37, 0, 9000), (7000.3, 1.0, 5, 3000), (21000.0, 0.5, 0, 3000)]:

@@ -124,6 +124,20 @@ class TorchBackend:
         ]
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self._slots = dict(self.module.named_parameters())
+        self._bound = None  # the chunk whose parameters self.module holds
+
+    def _run(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        """Chunk ``k``'s network at ``t``, ``[C, m, H]``. One channel: the chunk's parameters are
+        copied into the module's own (once per chunk change, ~0.1 MB) and the module is called
+        directly, which saves ``functional_call``'s per-call swapping (~10 % of a block)."""
+        if self.channels_in > 1:
+            return call_batched(self.module, self.params[k], t)
+        if self._bound != k:
+            for name, value in self.params[k].items():
+                self._slots[name].copy_(value[0])
+            self._bound = k
+        return self.module(t).unsqueeze(0)
 
     def submit(self, anchor: float, inc: float, k0: int, n: int) -> Pending:
         if self.cuda:
@@ -154,7 +168,7 @@ class TorchBackend:
         for k, ch, a, b in spans:
             pos = torch.arange(k0 + a, k0 + b, device=dev, dtype=torch.float64) * inc + anchor
             t = (-1 + 2 * (pos - ch.start) / max(ch.length - 1, 1)).to(torch.float32).unsqueeze(-1)
-            y = call_batched(self.module, self.params[k], t)  # [C, m, H]
+            y = self._run(k, t)  # [C, m, H]
             y = y.permute(0, 2, 1) if self.all_heads else y[..., :1].permute(0, 2, 1)
             if wsum is None:  # one chunk covers the whole block: its weight is 1 wherever it is defined
                 out[:, :, a:b] = y

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .siren import SIREN, siren_uniform_
+from .siren import SIREN, sin_, siren_uniform_
 
 
 class FiLMSineLayer(nn.Module):
@@ -20,7 +21,11 @@ class FiLMSineLayer(nn.Module):
         self.beta = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.omega * self.gamma * self.linear(x) + self.beta)
+        # ω γ ⊙ (W x + b) + β = (ω γ ⊙ W) x + (ω γ ⊙ b + β): scaling the small weight matrix instead
+        # of the large activations leaves a single pass (the sine) after the matrix product.
+        scale = self.omega * self.gamma
+        return sin_(F.linear(x, scale.unsqueeze(-1) * self.linear.weight,
+                             torch.addcmul(self.beta, scale, self.linear.bias)))
 
 
 class FiLMSIREN(SIREN):

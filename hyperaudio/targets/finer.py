@@ -7,17 +7,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .siren import SineLayer, siren_output
+from .siren import SineLayer, scaled_linear, sin_, siren_output
 
 
 class FinerLayer(SineLayer):
     """``y = sin(ω (|z| + 1) z)`` with ``z = x Wᵀ + b`` and SIREN initialisation of ``W``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x)
+        # With u = ω z: ω (|z| + 1) z = u + u |u| / ω, two passes over the activations instead of four.
+        u = scaled_linear(x, self.linear.weight, self.linear.bias, self.omega)
         # The scale |z| + 1 is a constant for backprop, as in the FINER authors' code
         # (scale_req_grad=False): gradients then match a SIREN layer of frequency ω (|z| + 1).
-        return torch.sin(self.omega * (z.detach().abs() + 1) * z)
+        return sin_(torch.addcmul(u, u, u.detach().abs(), value=1 / self.omega))
 
 
 class FINER(nn.Module):

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def siren_uniform_(weight: torch.Tensor, omega: float, first: bool) -> None:
@@ -22,6 +23,20 @@ def siren_uniform_(weight: torch.Tensor, omega: float, first: bool) -> None:
         weight.uniform_(-bound, bound)
 
 
+def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · (x Wᵀ + b)``; for 2-D ``x`` the scale rides in the GEMM's alpha and beta, which
+    saves a pass over the (large) output: a sine layer's ``ω`` then costs nothing."""
+    if x.dim() == 2:
+        return torch.addmm(bias, x, weight.t(), beta=scale, alpha=scale)
+    return F.linear(x, scale * weight, scale * bias)
+
+
+def sin_(y: torch.Tensor) -> torch.Tensor:
+    """``sin(y)`` for a fresh ``y``: in place when no gradient needs ``y`` (rendering), saving a
+    buffer the size of the activations."""
+    return torch.sin(y) if y.requires_grad else y.sin_()
+
+
 class SineLayer(nn.Module):
     """``y = sin(ω (x Wᵀ + b))`` with SIREN initialisation of ``W`` (bias: PyTorch default)."""
 
@@ -32,7 +47,7 @@ class SineLayer(nn.Module):
         siren_uniform_(self.linear.weight, self.omega, first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.omega * self.linear(x))
+        return sin_(scaled_linear(x, self.linear.weight, self.linear.bias, self.omega))
 
 
 def siren_output(in_features: int, out_features: int, omega: float) -> nn.Linear:
