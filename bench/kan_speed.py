@@ -43,9 +43,12 @@ def dense_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor
 
 def use_dense(model: KAN) -> None:
     """Swap every layer's basis evaluation for the reference."""
+    def basis(x, layer):  # in the layer's layout: k+1 zero-coefficient margin columns before each input, k+1 at the end
+        k = layer.spline_order
+        return F.pad(F.pad(dense_basis(x, layer.grid, k), (k + 1, 0)).flatten(-2), (0, k + 1))
+
     for layer in model.layers:
-        # with the layer's zero-coefficient margin columns around the bases
-        layer.basis = lambda x, layer=layer: F.pad(dense_basis(x, layer.grid, layer.spline_order), (1, 1))
+        layer.basis = lambda x, layer=layer: basis(x, layer)
 
 
 def timed(step, repeats: int) -> list[float]:

@@ -37,20 +37,22 @@ def uniform_bspline_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(map(tuple, pieces))  # immutable: the result is cached and shared
 
 
-def bspline_basis_with_margins(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
-    """B-spline bases of every input on a uniform knot vector, ``[N, in]`` -> ``[N, in, 1+G+k+1]``.
+def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+    """B-spline bases of every input on a uniform knot vector, flat: ``[N, in]`` -> ``[N, in·W + k+1]``.
 
-    Column ``1 + j`` of each input is basis ``j``, equal to efficient-KAN's dense Cox–de Boor
-    recursion over all ``G + 2k`` knot intervals; the first and last columns are margins. An input in
-    interval ``c`` only touches bases ``c-k … c``, whose values are fixed polynomials of the local
-    coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`): those ``k + 1`` values are
-    computed on ``[N, k+1, in]`` tensors and scattered into the dense layout, so the layer stays a
-    matmul. A basis index off either end of the grid is clamped into the margin, which the layer
-    multiplies by zero: no masks (inputs outside ``[t_0, t_last)`` get a zero spline, as the
-    reference; NaN inputs give NaN outputs, since NaN · 0 is NaN).
+    ``W = G + 2k + 1``: input ``i`` owns columns ``i·W … i·W + W - 1``, ``k + 1`` margin columns and
+    then its ``G + k`` bases; ``k + 1`` margin columns close the row. Basis ``j`` equals efficient-KAN's
+    dense Cox–de Boor recursion over all ``G + 2k`` knot intervals. An input in interval ``c`` only
+    touches bases ``c-k … c``, whose values are fixed polynomials of the local coordinate
+    ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`): those ``k + 1`` values are computed on
+    ``[N, k+1, in]`` tensors and scattered into the dense layout, so the layer stays a matmul. ``c``
+    is clamped to ``[-1, G + 2k]`` once per input; the bases ``c-k … c`` off the grid then land in the
+    margins (the input's own, or the next input's), which the layer multiplies by zero: no masks and
+    little integer work (inputs outside ``[t_0, t_last)`` get a zero spline, as the reference; NaN
+    inputs give NaN outputs, since NaN · 0 is NaN).
     """
     n_bases = grid.numel() - 1 - order
-    width = n_bases + 2
+    width = n_bases + order + 1
     s = (x - grid[0]) / (grid[1] - grid[0])
     cell = torch.floor(s)  # piecewise constant: no gradient, like the reference's indicators
     u = (s - cell).unsqueeze(-2)  # [N, 1, in]
@@ -59,17 +61,18 @@ def bspline_basis_with_margins(x: torch.Tensor, grid: torch.Tensor, order: int) 
     values = coeffs[0].expand_as(u) if order == 0 else torch.addcmul(coeffs[order - 1], coeffs[order], u)
     for p in range(order - 2, -1, -1):
         values = torch.addcmul(coeffs[p], values, u)
-    j = cell.long().unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
-    index = j.clamp(-1, n_bases) + 1 + width * torch.arange(x.shape[-1], device=x.device)
+    column = cell.long().clamp(-1, n_bases + order) + (order + 1 + width * torch.arange(x.shape[-1], device=x.device))
+    index = column.unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
     # An expanded scalar: the out-of-place scatter materialises it once, and vmap can batch it.
-    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * width)
-    basis = zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
-    return basis.unflatten(-1, (x.shape[-1], width))
+    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * width + order + 1)
+    return zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
 
 
 def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
-    """The bases alone, ``[N, in]`` -> ``[N, in, G+k]`` (see :func:`bspline_basis_with_margins`)."""
-    return bspline_basis_with_margins(x, grid, order)[..., 1:-1]
+    """The bases alone, ``[N, in]`` -> ``[N, in, G+k]`` (see :func:`bspline_basis_flat`)."""
+    n_inputs, n_bases = x.shape[-1], grid.numel() - 1 - order
+    flat = bspline_basis_flat(x, grid, order)[..., : n_inputs * (n_bases + order + 1)]
+    return flat.unflatten(-1, (n_inputs, n_bases + order + 1))[..., order + 1 :]
 
 
 class KANLayer(nn.Module):
@@ -109,14 +112,15 @@ class KANLayer(nn.Module):
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5))
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, in, G+k+2]``: the bases between two margin columns (zero coefficients)."""
-        return bspline_basis_with_margins(x, self.grid, self.spline_order)
+        """``[N, in·(G+2k+1) + k+1]``: the bases and zero-coefficient margins (:func:`bspline_basis_flat`)."""
+        return bspline_basis_flat(x, self.grid, self.spline_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [out, in * (G+k+2)]: zero coefficients for the margin columns
-        coeff = F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (1, 1)).flatten(1)
+        k = self.spline_order
+        # [out, in·(G+2k+1) + k+1], the layout of bspline_basis_flat: zero coefficients for the margins
+        coeff = F.pad(F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (k + 1, 0)).flatten(1), (0, k + 1))
         # F.linear rather than basis @ coeff.T: its weight gradient is grad.T @ basis, the fast layout
-        return F.linear(F.silu(x), self.base_weight) + F.linear(self.basis(x).flatten(-2), coeff)
+        return F.linear(F.silu(x), self.base_weight) + F.linear(self.basis(x), coeff)
 
 
 class KAN(nn.Module):
@@ -131,8 +135,9 @@ class KAN(nn.Module):
     computed from the uniform grid in closed form (``k + 1`` non-zero per input) instead of a dense
     Cox–de Boor recursion over all knots: a 32768-sample forward + backward takes about 0.2 s
     instead of 0.8 s on a 2-core CPU (``bench/kan_speed.py``); the tests check both agree. What is
-    left is the dense ``[N, in·(G+k+2)]`` basis and its matmuls: ~29k multiply-adds per sample
-    where only ~7k touch non-zero bases, which only a fused sparse kernel would avoid.
+    left is the dense ``[N, in·(G+2k+1)]`` basis and its matmuls: ~36k multiply-adds per sample
+    (~29k on bases, the rest on margins) where only ~7k touch non-zero bases, which only a fused
+    sparse kernel would avoid (torch's CSR sparse matmul, tried, was no faster).
     """
 
     def __init__(
