@@ -65,7 +65,7 @@ def realtime_factor(inr: INR, backend: str, device: str, seconds: float, threads
 
     def run():
         if device == "cpu":
-            torch.set_num_threads(threads)  # per thread, as the engine's renderer does
+            torch.set_num_threads(1)  # per thread, as the engine's renderer does; more threads split blocks
         b = make_backend(inr, backend, device, threads=threads)
         tl = Timeline(b, NATIVE, CHUNK, OUT_RATE, fade=240, chunk=BLOCK * (4 if device == "cuda" else 1),
                       prefetch=1 if device == "cuda" else 0, interpolation=interpolation)
@@ -109,12 +109,12 @@ def audio_sink_factory(args):
     return (lambda: SoundDeviceSink("pulse", latency=args.latency)), server
 
 
-def first_sound(inr: INR, make_sink, backend: str, repeats: int) -> dict:
+def first_sound(inr: INR, make_sink, backend: str, repeats: int, threads: int) -> dict:
     latencies, devices, setups = [], [], []
     for _ in range(repeats):
         sink = make_sink() if make_sink else NullSink()
         t0 = time.perf_counter()
-        engine = Engine(inr, sink, OUT_RATE, backend=backend, loop=True)
+        engine = Engine(inr, sink, OUT_RATE, backend=backend, loop=True, threads=threads)
         setups.append(time.perf_counter() - t0)
         engine.play()
         deadline = time.perf_counter() + 2
@@ -129,7 +129,7 @@ def first_sound(inr: INR, make_sink, backend: str, repeats: int) -> dict:
             "engine_setup_ms": round(1e3 * statistics.median(setups), 1)}
 
 
-def playback_under_load(inr: INR, make_sink, seconds: float, clip: Path, backend: str) -> dict:
+def playback_under_load(inr: INR, make_sink, seconds: float, clip: Path, backend: str, threads: int) -> dict:
     """Loop ``inr`` for ``seconds`` while ``hyperaudio fit`` fits ``clip`` in another process."""
     out = Path(tempfile.mkdtemp(prefix="hyperaudio-bench-")) / "fit.hya"
     fit = subprocess.Popen(
@@ -140,7 +140,7 @@ def playback_under_load(inr: INR, make_sink, seconds: float, clip: Path, backend
         if fit.poll() is not None:
             raise RuntimeError(f"the background fit ended early: {fit.stderr.read()[-500:]}")
         sink = make_sink() if make_sink else NullSink(keep=False)
-        engine = Engine(inr, sink, OUT_RATE, backend=backend, loop=True)
+        engine = Engine(inr, sink, OUT_RATE, backend=backend, loop=True, threads=threads)
         load_before = os.getloadavg()[0]
         engine.play()
         time.sleep(seconds)
@@ -208,14 +208,14 @@ def main() -> int:
         where = "PulseAudio (null sink)" if make_sink else "null sink"
         print(f"\n## Time to first sound ({where})")
         for backend in ("torch", "onnx"):
-            fs = first_sound(preset_inr("nerf"), make_sink, backend, repeats=5)
+            fs = first_sound(preset_inr("nerf"), make_sink, backend, repeats=5, threads=args.threads)
             results[f"first_sound_{backend}"] = fs
             print(f"nerf/{backend}: play() -> first audio to the device {fs['play_to_first_audio_ms']} ms "
                   f"(+ device output latency {fs['device_latency_ms']} ms); engine set-up {fs['engine_setup_ms']} ms")
         if not args.skip_load:
             print(f"\n## {args.seconds:g} s of playback while `hyperaudio fit` runs in another process ({where})")
             for name in [n.strip() for n in args.load_inrs.split(",") if n.strip()]:
-                res = playback_under_load(preset_inr(name), make_sink, args.seconds, args.clip, "torch")
+                res = playback_under_load(preset_inr(name), make_sink, args.seconds, args.clip, "torch", args.threads)
                 results[f"under_load_{name}"] = res
                 print(f"{name}: {res}", flush=True)
     finally:

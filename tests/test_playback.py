@@ -26,7 +26,7 @@ from hyperaudio.errors import HyperaudioError
 from hyperaudio.fit import chunk_layout
 from hyperaudio.hya import INR
 from hyperaudio.playback import Engine, NullSink, PlaybackError, SoundDeviceSink, render_to_file
-from hyperaudio.playback.backends import Pending, TorchBackend, make_backend, resolve_device
+from hyperaudio.playback.backends import ParallelBackend, Pending, TorchBackend, make_backend, resolve_device
 from hyperaudio.playback.ring import RingBuffer
 from hyperaudio.playback.timeline import LinearSource
 
@@ -197,11 +197,13 @@ def test_ring_buffer_concurrent_retract_never_rewrites_what_was_read():
 
 
 # -- backends -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("channels", [1, 2])  # 1: chunk parameters copied into the module; 2: vmap
-def test_torch_backend_equals_render_evaluate_across_chunk_seams(channels):
+# 1 channel: chunk parameters copied into the module; 2: vmap; 3 threads: each block split in three
+@pytest.mark.parametrize("channels, threads", [(1, 1), (2, 1), (1, 3)])
+def test_torch_backend_equals_render_evaluate_across_chunk_seams(channels, threads):
     inr = tone_inr(freqs=(300.0, 2500.0), amps=(0.4, 0.2), seconds=1.0, chunk=8000, overlap=700, channels=channels)
     assert len(inr.chunks) > 2
-    backend = TorchBackend(inr, "cpu")
+    backend = make_backend(inr, "torch", "cpu", threads=threads)
+    assert isinstance(backend, ParallelBackend if threads > 1 else TorchBackend)
     for anchor, inc, k0, n in [(0.0, 0.37, 0, 9000), (7000.3, 1.0, 5, 3000), (21000.0, 0.5, 0, 3000)]:
         got = backend.submit(anchor, inc, k0, n).result()
         pos = anchor + (k0 + np.arange(n)) * inc
@@ -589,9 +591,10 @@ def run_cli(argv: list[str]) -> int:
         return 2
 
 
-def test_play_command_through_a_null_sink(fitted, capsys):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_play_command_through_a_null_sink(fitted, capsys, threads):
     _, path = fitted
-    assert run_cli(["play", str(path), "--sr", "16000", "--speed", "2", "--null"]) == 0
+    assert run_cli(["play", str(path), "--sr", "16000", "--speed", "2", "--null", "--threads", threads]) == 0
     err = capsys.readouterr().err
     assert "16000 Hz" in err and "0 underruns" in err
 

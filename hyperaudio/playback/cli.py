@@ -54,6 +54,9 @@ def add_commands(subparsers) -> dict:
     p.add_argument("--interpolation", choices=["inr", "resample"], default="inr",
                    help="above the native rate: evaluate the INR at every output sample (inr, default) or only "
                         "at its native rate and resample (cheaper for heavy networks)")
+    p.add_argument("--threads", type=_number(int), default=1,
+                   help="render threads on the CPU: torch splits each block across them, onnxruntime uses them "
+                        "within each operation (default: 1)")
     p.add_argument("--null", action="store_true", help="play through a null sink at real-time pace (no audio device)")
     p.add_argument("-q", "--quiet", action="store_true", help="no status line, no stdin commands")
 
@@ -94,7 +97,8 @@ def cmd_play(args) -> int:
     if args.start >= inr.duration:
         raise PlaybackError(f"--start {args.start} is past the end of the sound ({inr.duration:.3f} s)")
     engine = Engine(inr, sink, args.sr, speed=args.speed, start=args.start, loop=_loop_arg(args.loop, inr.duration),
-                    gain_db=args.gain, backend=args.backend, device=args.device, interpolation=args.interpolation)
+                    gain_db=args.gain, backend=args.backend, device=args.device, interpolation=args.interpolation,
+                    threads=args.threads)
     interactive = not args.quiet and sys.stdin is not None and sys.stdin.isatty()
     if not args.quiet:
         looping = " looping" if args.loop is not None else ""

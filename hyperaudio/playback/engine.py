@@ -122,7 +122,8 @@ class Engine:
     ``fade_ms``       start/stop fades and crossfades
     ``quality``       soxr quality of band-limiting (``HQ`` live, the file sink asks for ``VHQ``)
     ``batch_blocks``  blocks per render call (default 1 on CPU, 4 on CUDA)
-    ``threads``       torch/onnxruntime threads of the renderer (1: see ``_render_loop``)
+    ``threads``       render threads: torch on the CPU splits each block across that many
+                      (``backends.ParallelBackend``); onnxruntime's intra-op threads
     ``priority``      lower the renderer's and callback's niceness when allowed
     ``interpolation`` ``"inr"`` or ``"resample"`` above the native rate (see ``timeline``); default:
                       ``"inr"``, or the source's own ``interpolation`` (``SampledSound``: ``"resample"``)
@@ -154,7 +155,8 @@ class Engine:
         self.interpolation = interpolation
         self.quality = quality or getattr(self.sink, "quality", "HQ")
         self._block_request, self._batch_request = block, batch_blocks
-        self.backend = make_backend(inr, backend, device, getattr(self.sink, "heads", "first"), threads=threads)
+        self.backend = make_backend(inr, backend, device, getattr(self.sink, "heads", "first"), threads=threads,
+                                    priority=priority)
         self.device = self.backend.device
         self.channels = self.backend.channels
         self._warm_up()
@@ -405,12 +407,11 @@ class Engine:
             # So a CPU-bound job beside us (a fit) cannot starve the renderer (best effort).
             raise_thread_priority()
         if self.device.type == "cpu" and self.threads:
-            # Per thread (OpenMP's thread-local setting): the control thread keeps its own. Small
-            # blocks gain nothing from a second thread, and on a busy machine OpenMP's barrier waits
-            # for a descheduled worker: a 4096-sample sin() took 8 ms with 2 threads, 13 us with 1.
+            # One intra-op thread, set per thread (OpenMP's setting is thread-local: the control
+            # thread keeps its own). More threads split blocks instead (backends.ParallelBackend).
             import torch
 
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(1)
         try:
             while not self._quit:
                 self._drain_commands(block=False)
