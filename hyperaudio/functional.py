@@ -18,16 +18,43 @@ works with every hypernetwork strategy: :func:`call_batched` drives any module w
 parameters supplied from outside, ``{name: tensor[B, *shape]}`` -> ``[B, N, C * H]``, through
 ``torch.func.functional_call`` under ``vmap``. Parameters missing from the dict are taken from the
 module itself and shared across the batch.
+
+While the renderer calls a module directly (one parameter set held by the module itself, no
+``vmap``, no autograd, no tracing), :func:`in_direct_call` is True: a module may take an
+inference-only path then (KAN: a sparse lookup that ``vmap`` cannot batch).
 """
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+
+
+_direct = threading.local()
+
+
+@contextmanager
+def direct_call():
+    """Mark calls in this block (this thread) as direct: see :func:`in_direct_call`."""
+    before = getattr(_direct, "on", False)
+    _direct.on = True
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        _direct.on = before
+
+
+def in_direct_call() -> bool:
+    """True inside :func:`direct_call`: the module holds the parameters, the input is a plain
+    ``[N, 1]`` tensor, and no gradient, ``vmap`` or tracing is involved."""
+    return getattr(_direct, "on", False)
 
 
 def parameter_shapes(module: nn.Module) -> dict[str, torch.Size]:

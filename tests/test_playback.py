@@ -211,6 +211,24 @@ def test_torch_backend_equals_render_evaluate_across_chunk_seams(channels, threa
         np.testing.assert_allclose(got, want, atol=1e-7)
 
 
+def test_torch_backend_renders_kan_through_its_direct_path(monkeypatch):
+    torch.manual_seed(0)
+    module = config.build_target(config.resolve(None, "kan", []))
+    chunks = chunk_layout(6000, 2500, 300)
+    params = {n: p.unsqueeze(0).repeat(len(chunks), *[1] * p.dim()) + 0.01 * torch.randn(len(chunks), *p.shape)
+              for n, p in module.named_parameters()}
+    inr = INR({}, module, params, 22050.0, 6000, 1, chunks)
+    lookups = []
+    lookup = torch.nn.functional.embedding_bag
+    monkeypatch.setattr(torch.nn.functional, "embedding_bag", lambda *a, **k: lookups.append(1) or lookup(*a, **k))
+    got = TorchBackend(inr, "cpu").submit(-10.0, 0.37, 0, 16300).result()  # past both ends, every seam
+    assert lookups  # the renderer's direct call took KAN's sparse lookup
+    n_lookups = len(lookups)
+    want = render.evaluate(inr, torch.from_numpy(-10.0 + np.arange(16300) * 0.37))[:, 0].numpy().T
+    assert len(lookups) == n_lookups  # render.evaluate (call_batched) keeps the dense path
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_cuda_request_falls_back_to_cpu_without_a_gpu(caplog):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: nothing to fall back from")

@@ -12,6 +12,7 @@ from hyperaudio.config import target_signature
 from hyperaudio.functional import (
     call_batched,
     count_parameters,
+    direct_call,
     fresh_parameters,
     heads,
     modulation_parameters,
@@ -226,6 +227,22 @@ def test_kan_layer_equals_reference_formula():
         "nij,oij->no", dense_basis(x, layer.grid, 2), scaled
     )
     assert (layer(x) - reference).abs().max() < 1e-5
+
+
+def test_kan_direct_call_lookup_equals_the_dense_basis_path():
+    torch.manual_seed(0)
+    layer = KANLayer(4, 3)
+    x = torch.rand(256, 4) * 3.2 - 1.6  # beyond the extended grid too
+    x[0, 1] = float("nan")
+    with direct_call():
+        got = layer(x)
+    want = layer(x)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-6, equal_nan=True)
+    assert got[0].isnan().all() and not got[1:].isnan().any()
+    kan, t = KAN(), grid(2048)
+    with direct_call():
+        got = kan(t)
+    torch.testing.assert_close(got, kan(t).detach(), rtol=0, atol=1e-6)
 
 
 def test_kan_nan_input_gives_nan_not_an_index_error():

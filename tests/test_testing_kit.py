@@ -19,6 +19,7 @@ from torch import nn
 
 from hyperaudio import hookimpl
 from hyperaudio.errors import HyperaudioError
+from hyperaudio.functional import in_direct_call
 from hyperaudio.hypernet.strategies import Strategy
 from hyperaudio.plugins import Entry, Registry, get_registry
 from hyperaudio.testing import (
@@ -113,6 +114,13 @@ class DataDependent(Good):
         return y * 2 if y.sum().item() > 0 else y
 
 
+class WrongWhenRendering(Good):
+    """An inference-only path (``in_direct_call``) that does not match the ordinary one."""
+
+    def forward(self, t):
+        return self.net(t) * (1.5 if in_direct_call() else 1.0)
+
+
 class Explodes(Good):
     def forward(self, t):
         return self.net(t) / 0.0
@@ -129,6 +137,7 @@ BAD_TARGETS = [
     (ObjectDefault, "constructor_keywords", "TOML"),
     (RandomAttribute, "hya_roundtrip", "output after the .hya round trip"),
     (UnusedParameter, "gradients_flow", "'spare' receives no gradient"),
+    (WrongWhenRendering, "plays_like_render", "playback renderer vs render.evaluate"),
 ]
 
 

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from ..functional import call_batched, heads as count_heads
+from ..functional import call_batched, direct_call, heads as count_heads
 from ..hya import INR
 from ..render import chunk_spans, crossfade_weights
 from .errors import PlaybackError
@@ -130,14 +130,16 @@ class TorchBackend:
     def _run(self, k: int, t: torch.Tensor) -> torch.Tensor:
         """Chunk ``k``'s network at ``t``, ``[C, m, H]``. One channel: the chunk's parameters are
         copied into the module's own (once per chunk change, ~0.1 MB) and the module is called
-        directly, which saves ``functional_call``'s per-call swapping (~10 % of a block)."""
+        directly (``functional.direct_call``), which saves ``functional_call``'s per-call swapping
+        (~10 % of a block) and lets a module take an inference-only path."""
         if self.channels_in > 1:
             return call_batched(self.module, self.params[k], t)
         if self._bound != k:
             for name, value in self.params[k].items():
                 self._slots[name].copy_(value[0])
             self._bound = k
-        return self.module(t).unsqueeze(0)
+        with direct_call():
+            return self.module(t).unsqueeze(0)
 
     def submit(self, anchor: float, inc: float, k0: int, n: int) -> Pending:
         if self.cuda:

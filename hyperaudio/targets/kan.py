@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional import in_direct_call
 from .encoding import PositionalEncoding
 
 
@@ -37,19 +38,16 @@ def uniform_bspline_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(map(tuple, pieces))  # immutable: the result is cached and shared
 
 
-def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
-    """B-spline bases of every input on a uniform knot vector, flat: ``[N, in]`` -> ``[N, in·W + k+1]``.
+def bspline_terms(x: torch.Tensor, grid: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k + 1`` non-zero B-spline bases of every input: ``[N, in]`` -> (columns, values), both
+    ``[N, (k+1)·in]``, columns in the layout of :func:`bspline_basis_flat`.
 
-    ``W = G + 2k + 1``: input ``i`` owns columns ``i·W … i·W + W - 1``, ``k + 1`` margin columns and
-    then its ``G + k`` bases; ``k + 1`` margin columns close the row. Basis ``j`` equals efficient-KAN's
-    dense Cox–de Boor recursion over all ``G + 2k`` knot intervals. An input in interval ``c`` only
-    touches bases ``c-k … c``, whose values are fixed polynomials of the local coordinate
-    ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`): those ``k + 1`` values are computed on
-    ``[N, k+1, in]`` tensors and scattered into the dense layout, so the layer stays a matmul. ``c``
-    is clamped to ``[-1, G + 2k]`` once per input; the bases ``c-k … c`` off the grid then land in the
-    margins (the input's own, or the next input's), which the layer multiplies by zero: no masks and
-    little integer work (inputs outside ``[t_0, t_last)`` get a zero spline, as the reference; NaN
-    inputs give NaN outputs, since NaN · 0 is NaN).
+    An input in knot interval ``c`` only touches bases ``c-k … c``, whose values are fixed
+    polynomials of the local coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`). ``c``
+    is clamped to ``[-1, G + 2k]`` once per input; the bases ``c-k … c`` off the grid then land in
+    margin columns (the input's own, or the next input's), which the layer multiplies by zero: no
+    masks and little integer work (inputs outside ``[t_0, t_last)`` get a zero spline, as the
+    reference; NaN inputs give NaN outputs, since NaN · 0 is NaN).
     """
     n_bases = grid.numel() - 1 - order
     width = n_bases + order + 1
@@ -63,9 +61,22 @@ def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch
         values = torch.addcmul(coeffs[p], values, u)
     column = cell.long().clamp(-1, n_bases + order) + (order + 1 + width * torch.arange(x.shape[-1], device=x.device))
     index = column.unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
+    return index.flatten(-2), values.flatten(-2)
+
+
+def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+    """B-spline bases of every input on a uniform knot vector, flat: ``[N, in]`` -> ``[N, in·W + k+1]``.
+
+    ``W = G + 2k + 1``: input ``i`` owns columns ``i·W … i·W + W - 1``, ``k + 1`` margin columns and
+    then its ``G + k`` bases; ``k + 1`` margin columns close the row. Basis ``j`` equals efficient-KAN's
+    dense Cox–de Boor recursion over all ``G + 2k`` knot intervals. The non-zero bases
+    (:func:`bspline_terms`) are scattered into this dense layout, so the layer stays a matmul.
+    """
+    index, values = bspline_terms(x, grid, order)
+    width = grid.numel()  # G + 2k + 1: the k + 1 margins and G + k bases of one input
     # An expanded scalar: the out-of-place scatter materialises it once, and vmap can batch it.
     zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * width + order + 1)
-    return zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
+    return zeros.scatter_add(-1, index, values)
 
 
 def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
@@ -119,8 +130,15 @@ class KANLayer(nn.Module):
         k = self.spline_order
         # [out, in·(G+2k+1) + k+1], the layout of bspline_basis_flat: zero coefficients for the margins
         coeff = F.pad(F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (k + 1, 0)).flatten(1), (0, k + 1))
+        base = F.linear(F.silu(x), self.base_weight)
+        if in_direct_call():
+            # Rendering: sum the k+1 coefficient rows each input touches, weighted by its bases
+            # (~7k multiply-adds per sample instead of the dense matmul's ~36k; a 2048-sample forward
+            # 30 % faster). Only here: embedding_bag has no vmap batching rule (fitting: 6x slower).
+            index, values = bspline_terms(x, self.grid, k)
+            return base + F.embedding_bag(index, coeff.T.contiguous(), per_sample_weights=values, mode="sum")
         # F.linear rather than basis @ coeff.T: its weight gradient is grad.T @ basis, the fast layout
-        return F.linear(F.silu(x), self.base_weight) + F.linear(self.basis(x), coeff)
+        return base + F.linear(self.basis(x), coeff)
 
 
 class KAN(nn.Module):

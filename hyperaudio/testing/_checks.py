@@ -444,6 +444,27 @@ def check_renders_at_several_rates(s: Subject):
     return "rates " + ", ".join(f"{r:g}" for r in RENDER_RATES) + " Hz"
 
 
+def check_plays_like_render(s: Subject):
+    """The playback renderer gives ``render.evaluate``'s samples, across a chunk seam and past both
+    ends. It calls a mono module directly (``functional.in_direct_call``): any inference-only path
+    the module takes there must agree with its ordinary one."""
+    import numpy as np
+
+    torch = _torch()
+    from hyperaudio.playback.backends import TorchBackend
+    from hyperaudio.render import evaluate
+
+    with registered(s) as name:
+        inr = _tiny_inr(s, name)
+        anchor, inc = -3.0, 0.75
+        n = int((inr.num_samples + 6) / inc)
+        got = TorchBackend(inr, "cpu").submit(anchor, inc, 0, n).result()
+        want = evaluate(inr, torch.from_numpy(anchor + np.arange(n) * inc))[:, 0].numpy().T
+        _close(torch.from_numpy(np.ascontiguousarray(got)), torch.from_numpy(np.ascontiguousarray(want)),
+               "playback renderer vs render.evaluate", atol=1e-4)
+    return f"{n} positions"
+
+
 def _onnx_exporter():
     import importlib
 
@@ -592,6 +613,7 @@ TARGET_CHECKS: list[Callable] = [
     check_gradients_flow,
     check_hya_roundtrip,
     check_renders_at_several_rates,
+    check_plays_like_render,
     check_onnx_export,
     check_works_with_strategies,
 ]
