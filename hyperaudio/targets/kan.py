@@ -38,30 +38,22 @@ def uniform_bspline_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(map(tuple, pieces))  # immutable: the result is cached and shared
 
 
-def bspline_terms(x: torch.Tensor, grid: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k + 1`` non-zero B-spline bases of every input: ``[N, in]`` -> (columns, values), both
-    ``[N, (k+1)·in]``, columns in the layout of :func:`bspline_basis_flat`.
+def bspline_cells(x: torch.Tensor, grid: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every input falls on a uniform knot vector: ``[N, in]`` -> (column, u), both ``[N, in]``.
 
     An input in knot interval ``c`` only touches bases ``c-k … c``, whose values are fixed
-    polynomials of the local coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`). ``c``
-    is clamped to ``[-1, G + 2k]`` once per input; the bases ``c-k … c`` off the grid then land in
-    margin columns (the input's own, or the next input's), which the layer multiplies by zero: no
-    masks and little integer work (inputs outside ``[t_0, t_last)`` get a zero spline, as the
-    reference; NaN inputs give NaN outputs, since NaN · 0 is NaN).
+    polynomials of the local coordinate ``u = (x - t_c)/h`` (:func:`uniform_bspline_pieces`, row
+    ``r`` for basis ``c - r``). ``column`` is where basis ``c`` sits in the layout of
+    :func:`bspline_basis_flat`, with ``c`` clamped to ``[-1, G + 2k]``: the bases ``c-k … c`` off the
+    grid then land in margin columns (the input's own, or the next input's), which the layer
+    multiplies by zero. No masks and little integer work; inputs outside ``[t_0, t_last)`` get a zero
+    spline, as the reference, and NaN inputs give NaN outputs (NaN · 0 is NaN).
     """
     n_bases = grid.numel() - 1 - order
-    width = n_bases + order + 1
     s = (x - grid[0]) / (grid[1] - grid[0])
     cell = torch.floor(s)  # piecewise constant: no gradient, like the reference's indicators
-    u = (s - cell).unsqueeze(-2)  # [N, 1, in]
-    # Horner with coefficient columns [k+1, 1]: row r of the result is basis cell - r.
-    coeffs = torch.tensor(uniform_bspline_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
-    values = coeffs[0].expand_as(u) if order == 0 else torch.addcmul(coeffs[order - 1], coeffs[order], u)
-    for p in range(order - 2, -1, -1):
-        values = torch.addcmul(coeffs[p], values, u)
-    column = cell.long().clamp(-1, n_bases + order) + (order + 1 + width * torch.arange(x.shape[-1], device=x.device))
-    index = column.unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
-    return index.flatten(-2), values.flatten(-2)
+    offset = order + 1 + grid.numel() * torch.arange(x.shape[-1], device=x.device)
+    return cell.long().clamp(-1, n_bases + order) + offset, s - cell
 
 
 def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
@@ -69,14 +61,42 @@ def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch
 
     ``W = G + 2k + 1``: input ``i`` owns columns ``i·W … i·W + W - 1``, ``k + 1`` margin columns and
     then its ``G + k`` bases; ``k + 1`` margin columns close the row. Basis ``j`` equals efficient-KAN's
-    dense Cox–de Boor recursion over all ``G + 2k`` knot intervals. The non-zero bases
-    (:func:`bspline_terms`) are scattered into this dense layout, so the layer stays a matmul.
+    dense Cox–de Boor recursion over all ``G + 2k`` knot intervals. The ``k + 1`` non-zero bases of
+    each input (:func:`bspline_cells`) are computed on ``[N, k+1, in]`` tensors and scattered into
+    this dense layout, so the layer stays a matmul.
     """
-    index, values = bspline_terms(x, grid, order)
-    width = grid.numel()  # G + 2k + 1: the k + 1 margins and G + k bases of one input
+    column, u = bspline_cells(x, grid, order)
+    u = u.unsqueeze(-2)  # [N, 1, in]
+    # Horner with coefficient columns [k+1, 1]: row r of the result is basis cell - r.
+    coeffs = torch.tensor(uniform_bspline_pieces(order), dtype=x.dtype, device=x.device).T.unsqueeze(-1)
+    values = coeffs[0].expand_as(u) if order == 0 else torch.addcmul(coeffs[order - 1], coeffs[order], u)
+    for p in range(order - 2, -1, -1):
+        values = torch.addcmul(coeffs[p], values, u)
+    index = column.unsqueeze(-2) - torch.arange(order + 1, device=x.device).unsqueeze(-1)  # [N, k+1, in]
     # An expanded scalar: the out-of-place scatter materialises it once, and vmap can batch it.
-    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * width + order + 1)
-    return zeros.scatter_add(-1, index, values)
+    zeros = x.new_zeros(()).expand(*x.shape[:-1], x.shape[-1] * grid.numel() + order + 1)
+    return zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
+
+
+def spline_lookup(x: torch.Tensor, grid: torch.Tensor, order: int, table: torch.Tensor) -> torch.Tensor:
+    """``basis(x) @ table`` without the dense basis: ``[N, in]`` -> ``[N, out]``, ``table`` ``[in·W + k+1, out]``.
+
+    For each ``r``, every input adds row ``column - r`` of ``table`` weighted by basis ``c - r``
+    (``F.embedding_bag``): ``(k+1)·in·out`` multiply-adds per sample instead of ``in·W·out``. No
+    ``vmap`` batching rule exists for ``embedding_bag``, so this is for direct calls only.
+    """
+    column, u = bspline_cells(x, grid, order)
+    table = table.contiguous()  # embedding_bag is several times slower on a strided table
+    y = None
+    for r, poly in enumerate(uniform_bspline_pieces(order)):
+        value = torch.full_like(u, poly[order])
+        for a in reversed(poly[:order]):  # Horner on [N, in]
+            value = value.mul_(u).add_(a)
+        # Basis c - r sits at column - r: shift the table down r rows rather than the index.
+        rows = F.pad(table, (0, 0, r, 0))[: table.shape[0]]
+        term = F.embedding_bag(column, rows, per_sample_weights=value, mode="sum")
+        y = term if y is None else y.add_(term)
+    return y
 
 
 def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
@@ -132,11 +152,9 @@ class KANLayer(nn.Module):
         coeff = F.pad(F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (k + 1, 0)).flatten(1), (0, k + 1))
         base = F.linear(F.silu(x), self.base_weight)
         if in_direct_call():
-            # Rendering: sum the k+1 coefficient rows each input touches, weighted by its bases
-            # (~7k multiply-adds per sample instead of the dense matmul's ~36k; a 2048-sample forward
-            # 30 % faster). Only here: embedding_bag has no vmap batching rule (fitting: 6x slower).
-            index, values = bspline_terms(x, self.grid, k)
-            return base + F.embedding_bag(index, coeff.T.contiguous(), per_sample_weights=values, mode="sum")
+            # Rendering: ~7k multiply-adds per sample instead of the dense matmul's ~36k. Only here:
+            # embedding_bag has no vmap batching rule (a batched fitting step: 6x slower).
+            return base.add_(spline_lookup(x, self.grid, k, coeff.T))
         # F.linear rather than basis @ coeff.T: its weight gradient is grad.T @ basis, the fast layout
         return base + F.linear(self.basis(x), coeff)
 
