@@ -202,8 +202,11 @@ def test_ring_buffer_concurrent_retract_never_rewrites_what_was_read():
 def test_torch_backend_equals_render_evaluate_across_chunk_seams(channels, threads):
     inr = tone_inr(freqs=(300.0, 2500.0), amps=(0.4, 0.2), seconds=1.0, chunk=8000, overlap=700, channels=channels)
     assert len(inr.chunks) > 2
-    backend = make_backend(inr, "torch", "cpu", threads=threads)
-    assert isinstance(backend, ParallelBackend if threads > 1 else TorchBackend)
+    if threads > 1:
+        backend = ParallelBackend(lambda: TorchBackend(inr, "cpu"), threads, calibrate=False)
+        assert backend.split
+    else:
+        backend = make_backend(inr, "torch", "cpu")
     for anchor, inc, k0, n in [(0.0, 0.37, 0, 9000), (7000.3, 1.0, 5, 3000), (21000.0, 0.5, 0, 3000)]:
         got = backend.submit(anchor, inc, k0, n).result()
         pos = anchor + (k0 + np.arange(n)) * inc

@@ -170,10 +170,11 @@ class KAN(nn.Module):
     scale spline enabled: ``2412`` edges × ``(G + k + 2) = 14`` parameters. The B-spline bases are
     computed from the uniform grid in closed form (``k + 1`` non-zero per input) instead of a dense
     Cox–de Boor recursion over all knots: a 32768-sample forward + backward takes about 0.2 s
-    instead of 0.8 s on a 2-core CPU (``bench/kan_speed.py``); the tests check both agree. What is
-    left is the dense ``[N, in·(G+2k+1)]`` basis and its matmuls: ~36k multiply-adds per sample
-    (~29k on bases, the rest on margins) where only ~7k touch non-zero bases, which only a fused
-    sparse kernel would avoid (torch's CSR sparse matmul, tried, was no faster).
+    instead of 0.8 s on a 2-core CPU (``bench/kan_speed.py``); the tests check both agree. Fitting
+    then multiplies the dense ``[N, in·(G+2k+1)]`` basis: ~36k multiply-adds per sample where only
+    ~7k touch non-zero bases, because only dense operations batch under ``vmap`` (torch's CSR sparse
+    matmul, tried, was no faster). Rendering (:func:`~hyperaudio.functional.in_direct_call`) skips
+    the dense basis: :func:`spline_lookup` sums just the coefficient rows each input touches.
     """
 
     def __init__(
