@@ -101,9 +101,9 @@ def spline_lookup(x: torch.Tensor, grid: torch.Tensor, order: int, table: torch.
 
 def bspline_basis(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
     """The bases alone, ``[N, in]`` -> ``[N, in, G+k]`` (see :func:`bspline_basis_flat`)."""
-    n_inputs, n_bases = x.shape[-1], grid.numel() - 1 - order
-    flat = bspline_basis_flat(x, grid, order)[..., : n_inputs * (n_bases + order + 1)]
-    return flat.unflatten(-1, (n_inputs, n_bases + order + 1))[..., order + 1 :]
+    width = grid.numel()  # W = G + 2k + 1 columns per input, the first k + 1 of them margins
+    flat = bspline_basis_flat(x, grid, order)[..., : x.shape[-1] * width]
+    return flat.unflatten(-1, (x.shape[-1], width))[..., order + 1 :]
 
 
 class KANLayer(nn.Module):
