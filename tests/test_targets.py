@@ -22,6 +22,7 @@ from hyperaudio.functional import (
 from hyperaudio.plugins import Registry
 from hyperaudio.targets import FINER, KAN, RFF, SIREN, WIRE, FiLMSIREN, PositionalEncoding, SiameseSIREN
 from hyperaudio.targets.kan import KANLayer, bspline_basis
+from hyperaudio.targets.finer import wrap_phase_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -229,9 +230,10 @@ def test_kan_layer_equals_reference_formula():
     assert (layer(x) - reference).abs().max() < 1e-5
 
 
-def test_kan_direct_call_lookup_equals_the_dense_basis_path():
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_kan_direct_call_lookup_equals_the_dense_basis_path(order):
     torch.manual_seed(0)
-    layer = KANLayer(4, 3)
+    layer = KANLayer(4, 3, spline_order=order)
     x = torch.rand(256, 4) * 3.2 - 1.6  # beyond the extended grid too
     x[0, 1] = float("nan")
     with direct_call():
@@ -243,6 +245,24 @@ def test_kan_direct_call_lookup_equals_the_dense_basis_path():
     with direct_call():
         got = kan(t)
     torch.testing.assert_close(got, kan(t).detach(), rtol=0, atol=1e-6)
+
+
+def test_kan_lookup_tables_follow_in_place_parameter_changes():
+    torch.manual_seed(0)
+    layer, x = KANLayer(4, 3), torch.rand(64, 4) * 2 - 1
+    with direct_call():
+        before = layer(x)
+        tables = layer.lookup_tables()
+        assert layer.lookup_tables() is tables  # built once per parameter state
+        layer.spline_scaler.mul_(2.0)  # what the renderer's copy_ into its module does
+        after = layer(x)
+    assert layer.lookup_tables() is not tables
+    torch.testing.assert_close(after, layer(x).detach(), rtol=0, atol=1e-6)
+    assert not torch.allclose(after, before)
+    layer.load_state_dict({n: torch.randn_like(p) for n, p in layer.state_dict().items() if n != "grid"}, strict=False)
+    with direct_call():
+        got = layer(x)
+    torch.testing.assert_close(got, layer(x).detach(), rtol=0, atol=1e-5)
 
 
 def test_kan_nan_input_gives_nan_not_an_index_error():
@@ -282,6 +302,15 @@ def test_rff_matrix_is_a_seeded_buffer():
 def test_finer_first_bias_range():
     bias = FINER(first_bias_scale=20.0).layers[0].linear.bias
     assert bias.abs().max() <= 20.0 and bias.abs().max() > 10.0
+
+
+def test_finer_phase_wrap_keeps_the_sine_in_float32():
+    torch.manual_seed(0)
+    a = torch.cat([torch.rand(20000) * 2e5 - 1e5, torch.tensor([0.0, math.pi, -math.pi, 12787.9])])
+    exact = torch.sin(a.double())  # of the same float32 numbers
+    wrapped = wrap_phase_(a.clone())
+    assert wrapped.abs().max() <= math.pi + 1e-2  # k = round(a / 2π) is itself rounded near half-turns
+    assert (torch.sin(wrapped).double() - exact).abs().max() < 5e-7
 
 
 def test_wire_matches_complex_arithmetic():

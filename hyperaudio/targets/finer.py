@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -10,15 +11,38 @@ from torch import nn
 from .siren import SineLayer, scaled_linear, sin_, siren_output
 
 
+# 2π split for Cody–Waite reduction: the high part has 8 significant bits (201/32), so k · TWO_PI_HI
+# is exact in float32 for |k| < 2^16.
+TWO_PI_HI = 6.28125
+TWO_PI_LO = 2 * math.pi - TWO_PI_HI
+
+
+def wrap_phase_(a: torch.Tensor) -> torch.Tensor:
+    """``a`` minus its nearest multiple of 2π, in place: same sine (within 2 ulp for ``|a| < 4e5``).
+
+    Why: past ``|a| ≈ 125`` float32 ``sin`` leaves its fast vectorised path. FINER's first layer
+    reaches ``|a| ≈ 1e4``; a ``[2048, 90]`` sine then took 390 µs instead of 69, the reduction 75.
+    """
+    k = a.detach().mul(1 / (2 * math.pi)).round_()  # a constant: the gradient of a stays 1
+    return a.add_(k, alpha=-TWO_PI_HI).add_(k, alpha=-TWO_PI_LO)
+
+
 class FinerLayer(SineLayer):
     """``y = sin(ω (|z| + 1) z)`` with ``z = x Wᵀ + b`` and SIREN initialisation of ``W``."""
+
+    def __init__(self, in_features: int, out_features: int, omega: float, first: bool = False):
+        super().__init__(in_features, out_features, omega, first)
+        self.wrap_phase = first  # the first layer's large bias puts its phases at up to ~1e4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # With u = ω z: ω (|z| + 1) z = u + u |u| / ω, two passes over the activations instead of four.
         u = scaled_linear(x, self.linear.weight, self.linear.bias, self.omega)
         # The scale |z| + 1 is a constant for backprop, as in the FINER authors' code
         # (scale_req_grad=False): gradients then match a SIREN layer of frequency ω (|z| + 1).
-        return sin_(torch.addcmul(u, u, u.detach().abs(), value=1 / self.omega))
+        phase = torch.addcmul(u, u, u.detach().abs(), value=1 / self.omega)
+        # onnxruntime's sine has no slow path: in an exported graph the wrap only cost time (-10 %)
+        wrap = self.wrap_phase and not torch.onnx.is_in_onnx_export()
+        return sin_(wrap_phase_(phase) if wrap else phase)
 
 
 class FINER(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,24 +78,54 @@ def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch
     return zeros.scatter_add(-1, index.flatten(-2), values.flatten(-2))
 
 
-def spline_lookup(x: torch.Tensor, grid: torch.Tensor, order: int, table: torch.Tensor) -> torch.Tensor:
-    """``basis(x) @ table`` without the dense basis: ``[N, in]`` -> ``[N, out]``, ``table`` ``[in·W + k+1, out]``.
+class SplineTables(NamedTuple):
+    """One parameter state of a layer, laid out for :func:`spline_lookup`."""
 
-    For each ``r``, every input adds row ``column - r`` of ``table`` weighted by basis ``c - r``
-    (``F.embedding_bag``): ``(k+1)·in·out`` multiply-adds per sample instead of ``in·W·out``. No
-    ``vmap`` batching rule exists for ``embedding_bag``, so this is for direct calls only.
+    origin: float  # t_0, the first knot
+    step: float  # h, the knot spacing
+    top: int  # the largest knot interval kept, G + 2k
+    offset: torch.Tensor  # [in] int32: column of interval 0 of each input (bspline_basis_flat's layout)
+    monomials: tuple[torch.Tensor, ...]  # A_p [in·W + k+1, out] for p = 0 … k
+
+
+def spline_tables(grid: torch.Tensor, order: int, table: torch.Tensor) -> SplineTables:
+    """Lay out ``table`` (``[in·W + k+1, out]``, bspline_basis_flat's rows) for :func:`spline_lookup`.
+
+    On knot interval ``c`` the spline term is ``Σ_r table[column - r] B_(c-r)(u)`` with
+    ``B_(c-r)(u) = Σ_p P[r][p] u^p`` (:func:`uniform_bspline_pieces`), so it equals
+    ``Σ_p A_p[column] u^p`` with ``A_p[column] = Σ_r P[r][p] table[column - r]``: the basis values
+    fold into the tables, and the weights left per input are just ``1, u, …, u^k``.
     """
-    column, u = bspline_cells(x, grid, order)
-    table = table.contiguous()  # embedding_bag is several times slower on a strided table
-    y = None
-    for r, poly in enumerate(uniform_bspline_pieces(order)):
-        value = torch.full_like(u, poly[order])
-        for a in reversed(poly[:order]):  # Horner on [N, in]
-            value = value.mul_(u).add_(a)
-        # Basis c - r sits at column - r: shift the table down r rows rather than the index.
-        rows = F.pad(table, (0, 0, r, 0))[: table.shape[0]]
-        term = F.embedding_bag(column, rows, per_sample_weights=value, mode="sum")
+    n_in = (table.shape[0] - order - 1) // grid.numel()
+    shifted = [F.pad(table, (0, 0, r, 0))[: table.shape[0]] for r in range(order + 1)]
+    pieces = uniform_bspline_pieces(order)
+    monomials = tuple(
+        sum(pieces[r][p] * shifted[r] for r in range(order + 1)).contiguous() for p in range(order + 1)
+    )
+    offset = order + 1 + grid.numel() * torch.arange(n_in, dtype=torch.int32, device=table.device)
+    return SplineTables(grid[0].item(), (grid[1] - grid[0]).item(), grid.numel() - 1, offset, monomials)
+
+
+def spline_lookup(x: torch.Tensor, tables: SplineTables) -> torch.Tensor:
+    """``basis(x) @ table`` without the dense basis: ``[N, in]`` -> ``[N, out]`` (:func:`spline_tables`).
+
+    One ``F.embedding_bag`` per power ``p`` sums the rows ``A_p[column]`` of the inputs' knot
+    intervals weighted by ``u^p``: ``(k+1)·in·out`` multiply-adds per sample instead of
+    ``in·W·out``. The intervals are :func:`bspline_cells`' (same arithmetic, same clamp: inputs off
+    the grid land in zero margin rows, NaN gives NaN). No ``vmap`` batching rule exists for
+    ``embedding_bag``, so this is for direct calls only.
+    """
+    s = (x - tables.origin) / tables.step
+    cell = torch.floor(s)
+    u = s.sub_(cell).view(-1)
+    # int32 before the clamp: NaN and huge inputs convert to INT_MIN, which clamps to the margin
+    column = cell.int().clamp_(-1, tables.top).add_(tables.offset).view(-1)
+    bags = torch.arange(0, column.numel(), x.shape[-1], dtype=torch.int32, device=x.device)
+    y, weight = None, None
+    for a in tables.monomials:
+        term = F.embedding_bag(column, a, bags, mode="sum", per_sample_weights=weight)
         y = term if y is None else y.add_(term)
+        weight = u if weight is None else weight * u
     return y
 
 
@@ -146,17 +176,36 @@ class KANLayer(nn.Module):
         """``[N, in·(G+2k+1) + k+1]``: the bases and zero-coefficient margins (:func:`bspline_basis_flat`)."""
         return bspline_basis_flat(x, self.grid, self.spline_order)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def coefficients(self) -> torch.Tensor:
+        """``[out, in·(G+2k+1) + k+1]``, the rows of :meth:`basis`: zero coefficients for the margins."""
         k = self.spline_order
-        # [out, in·(G+2k+1) + k+1], the layout of bspline_basis_flat: zero coefficients for the margins
-        coeff = F.pad(F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (k + 1, 0)).flatten(1), (0, k + 1))
+        return F.pad(F.pad(self.spline_weight * self.spline_scaler.unsqueeze(-1), (k + 1, 0)).flatten(1), (0, k + 1))
+
+    def lookup_tables(self) -> SplineTables:
+        """:func:`spline_tables` of the current parameters, kept until one of them changes.
+
+        The renderer holds one parameter state for many blocks, so the tables are built once per
+        state: keyed on the tensors and their version counters, which every in-place write bumps
+        (the renderer's ``copy_``, ``load_state_dict``, an optimiser step); ``.data`` writes bypass it.
+        """
+        sources = (self.spline_weight, self.spline_scaler, self.grid)
+        try:
+            versions = tuple(p._version for p in sources)
+        except RuntimeError:  # inference tensors have no version counter: nothing to key on
+            return spline_tables(self.grid, self.spline_order, self.coefficients().T)
+        cached = getattr(self, "_lookup", None)
+        if cached is None or cached[1] != versions or any(a is not b for a, b in zip(cached[0], sources)):
+            cached = self._lookup = (sources, versions, spline_tables(self.grid, self.spline_order, self.coefficients().T))
+        return cached[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = F.linear(F.silu(x), self.base_weight)
         if in_direct_call():
             # Rendering: ~7k multiply-adds per sample instead of the dense matmul's ~36k. Only here:
             # embedding_bag has no vmap batching rule (a batched fitting step: 6x slower).
-            return base.add_(spline_lookup(x, self.grid, k, coeff.T))
+            return base.add_(spline_lookup(x, self.lookup_tables()))
         # F.linear rather than basis @ coeff.T: its weight gradient is grad.T @ basis, the fast layout
-        return base + F.linear(self.basis(x), coeff)
+        return base + F.linear(self.basis(x), self.coefficients())
 
 
 class KAN(nn.Module):
