@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..functional import in_direct_call
 from .siren import SineLayer, scaled_linear, sin_, siren_output
 
 
@@ -41,10 +42,10 @@ class FinerLayer(SineLayer):
         u = scaled_linear(x, self.linear.weight, self.linear.bias, self.omega)
         # The scale |z| + 1 is a constant for backprop, as in the FINER authors' code
         # (scale_req_grad=False): gradients then match a SIREN layer of frequency ω (|z| + 1).
-        if torch.is_grad_enabled():  # (not u.requires_grad: under vmap it reads False)
-            phase = torch.addcmul(u, u, u.detach().abs(), value=1 / self.omega)
-        else:  # rendering: in place, one buffer fewer (-8 % for a 2048-sample block)
+        if in_direct_call():  # rendering: in place, one buffer fewer (-8 % for a 2048-sample block)
             phase = u.addcmul_(u, u.abs(), value=1 / self.omega)
+        else:  # (addcmul_ has no vmap batching rule, and autograd needs u)
+            phase = torch.addcmul(u, u, u.detach().abs(), value=1 / self.omega)
         # onnxruntime's sine has no slow path: in an exported graph the wrap only cost time (-10 %)
         wrap = self.wrap_phase and not torch.onnx.is_in_onnx_export()
         return sin_(wrap_phase_(phase) if wrap else phase)
