@@ -21,8 +21,8 @@ from hyperaudio.functional import (
 )
 from hyperaudio.plugins import Registry
 from hyperaudio.targets import FINER, KAN, RFF, SIREN, WIRE, FiLMSIREN, PositionalEncoding, SiameseSIREN
-from hyperaudio.targets.kan import KANLayer, bspline_basis
 from hyperaudio.targets.finer import wrap_phase_
+from hyperaudio.targets.kan import KANLayer, bspline_basis
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

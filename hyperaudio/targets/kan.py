@@ -195,7 +195,8 @@ class KANLayer(nn.Module):
             return spline_tables(self.grid, self.spline_order, self.coefficients().T)
         cached = getattr(self, "_lookup", None)
         if cached is None or cached[1] != versions or any(a is not b for a, b in zip(cached[0], sources)):
-            cached = self._lookup = (sources, versions, spline_tables(self.grid, self.spline_order, self.coefficients().T))
+            tables = spline_tables(self.grid, self.spline_order, self.coefficients().T)
+            cached = self._lookup = (sources, versions, tables)
         return cached[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
