@@ -38,6 +38,12 @@ def uniform_bspline_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(map(tuple, pieces))  # immutable: the result is cached and shared
 
 
+def column_offsets(grid: torch.Tensor, order: int, n_in: int, device, dtype=torch.int64) -> torch.Tensor:
+    """``[in]``: the column of knot interval 0 of each input in :func:`bspline_basis_flat`'s layout
+    (``W = G + 2k + 1`` columns per input, the first ``k + 1`` of them margins)."""
+    return order + 1 + grid.numel() * torch.arange(n_in, dtype=dtype, device=device)
+
+
 def bspline_cells(x: torch.Tensor, grid: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Where every input falls on a uniform knot vector: ``[N, in]`` -> (column, u), both ``[N, in]``.
 
@@ -52,8 +58,7 @@ def bspline_cells(x: torch.Tensor, grid: torch.Tensor, order: int) -> tuple[torc
     n_bases = grid.numel() - 1 - order
     s = (x - grid[0]) / (grid[1] - grid[0])
     cell = torch.floor(s)  # piecewise constant: no gradient, like the reference's indicators
-    offset = order + 1 + grid.numel() * torch.arange(x.shape[-1], device=x.device)
-    return cell.long().clamp(-1, n_bases + order) + offset, s - cell
+    return cell.long().clamp(-1, n_bases + order) + column_offsets(grid, order, x.shape[-1], x.device), s - cell
 
 
 def bspline_basis_flat(x: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
@@ -102,7 +107,7 @@ def spline_tables(grid: torch.Tensor, order: int, table: torch.Tensor) -> Spline
     monomials = tuple(
         sum(pieces[r][p] * shifted[r] for r in range(order + 1)).contiguous() for p in range(order + 1)
     )
-    offset = order + 1 + grid.numel() * torch.arange(n_in, dtype=torch.int32, device=table.device)
+    offset = column_offsets(grid, order, n_in, table.device, torch.int32)
     return SplineTables(grid[0].item(), (grid[1] - grid[0]).item(), grid.numel() - 1, offset, monomials)
 
 
