@@ -32,9 +32,10 @@ def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sca
 
 
 def sin_(y: torch.Tensor) -> torch.Tensor:
-    """``sin(y)`` for a fresh ``y``: in place when no gradient needs ``y`` (rendering), saving a
-    buffer the size of the activations."""
-    return torch.sin(y) if y.requires_grad else y.sin_()
+    """``sin(y)`` for a fresh ``y``: in place when grad mode is off (rendering), saving a buffer the
+    size of the activations. (Not ``y.requires_grad``: under ``vmap`` it reads False while autograd
+    records, which then has to copy ``y`` for the backward pass anyway.)"""
+    return torch.sin(y) if torch.is_grad_enabled() else y.sin_()
 
 
 class SineLayer(nn.Module):
