@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from .errors import AudioError, HyperaudioError
 
 MIN_RATE = 1000
 MAX_RATE = 768_000
+FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}  # output formats, by extension
+
+
+def warn(message: str) -> None:
+    """Print ``hyperaudio: warning: message`` on stderr: input a user could mean, used as it is."""
+    print(f"hyperaudio: warning: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -35,6 +43,49 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class OutputError(HyperaudioError):
+    """An output path that would destroy an input or cannot be written."""
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: equal once resolved (symlinks, ``..``, relative to the current
+    folder), or two hard links to one inode."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
+
+
+def check_output(path: str | os.PathLike, *inputs, flag: str = "-o") -> Path:
+    """Refuse, before any work, an output path that is one of ``inputs`` (None entries are skipped)
+    or cannot be written: a folder, a path under a regular file, a place the process may not write.
+
+    Writability is tried for real (a temporary file created and removed in the nearest existing
+    folder) because permissions alone do not say it: root may write anywhere except /proc or /sys.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise OutputError(f"{flag} {path} is the input {source}: writing it would destroy the input")
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder: name a file in it")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # atomic_path creates the missing folders
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        # The name atomic_path will use, so a name too long for the folder fails here too.
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: cannot create files in {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def check_rate(sr: float) -> float:
@@ -60,10 +111,49 @@ def load(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: not an audio file soundfile can read ({exc})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples")
+    promised = wav_promised_frames(path)
+    if promised is not None and promised > data.shape[0]:
+        warn(f"{path}: cut short: read {data.shape[0]} of the {promised} frames its header promises; "
+             "using what is there")
     if not np.all(np.isfinite(data)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
     check_rate(sr)
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def wav_promised_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE file's ``data`` chunk header claims, or None (another format, or a size
+    left unknown: 0 or 0xFFFFFFFF, as streaming writers and RF64 files leave it).
+
+    libsndfile silently shortens a truncated file to the frames present; only the header says how
+    many were meant to be there.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        align = 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"data":
+                return size // align if align and size not in (0, 0xFFFFFFFF) else None
+            body = f.read(size + (size & 1)) if kind == b"fmt " else None  # chunks are padded to even sizes
+            if body is not None:
+                align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 else 0
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The soundfile format name an output path's extension asks for, or AudioError."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: unsupported output format (use .wav, .flac, .ogg or .mp3)")
+    return fmt
 
 
 def resample(x: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
@@ -82,9 +172,7 @@ def save(path: str | os.PathLike, x: np.ndarray, sr: float, subtype: str | None 
 
     path = Path(path)
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"{path}: unsupported output format (use .wav, .flac, .ogg or .mp3)")
+    fmt = output_format(path)
     if subtype is None and fmt == "WAV":
         subtype = "FLOAT"
     # soundfile needs an integer rate; rounding a fractional rate only relabels the header.

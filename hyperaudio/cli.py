@@ -7,8 +7,13 @@ and exits with status 2; outputs are written atomically, so nothing half-written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import HyperaudioError
@@ -20,21 +25,43 @@ class UsageError(HyperaudioError):
     pass
 
 
-def _positive(kind):
+INT_MAX = 2**63 - 1  # the largest count torch and numpy hold in an int64
+
+
+def _number(kind, low=None, strict=False):
+    """An argparse type: a finite ``kind`` number, above ``low`` (``strict``) or at least ``low``;
+    integers at most INT_MAX."""
     def parse(text):
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if kind is int and abs(value) > INT_MAX:
+            raise argparse.ArgumentTypeError(f"too large: {text[:20]!r}{'...' if len(text) > 20 else ''}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        if low is not None and not (value > low if strict else value >= low):
+            raise argparse.ArgumentTypeError(f"must be {'positive' if strict and low == 0 else f'>= {low}'}: {text!r}")
         return value
 
     return parse
 
 
+def _positive(kind):
+    return _number(kind, 0, strict=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, ``hyperaudio: error: ...`` with status 2, like every other error."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("hyperaudio").strip()
+        where, help_for = (f"{command}: ", f"{command} ") if command else ("", "")
+        self.exit(2, f"hyperaudio: error: {where}{message} (see 'hyperaudio {help_for}--help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperaudio", description="Implicit neural representations of sound.")
+    parser = _Parser(prog="hyperaudio", description="Implicit neural representations of sound.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fit", help="fit one sound with a target network and save it as .hya")
@@ -46,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive(int), help="optimisation steps per chunk group")
     budget.add_argument("--seconds", type=_positive(float), help="wall-clock budget for the whole fit")
-    p.add_argument("--target-sisnr", type=float, metavar="DB", help="stop once SI-SNR reaches DB")
+    p.add_argument("--target-sisnr", type=_number(float), metavar="DB", help="stop once SI-SNR reaches DB")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-o", "--output", required=True, help="output .hya file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -54,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render a .hya file to audio at any rate")
     p.add_argument("input", help=".hya file")
     p.add_argument("--sr", type=_positive(float), required=True, help="output sample rate in Hz")
-    p.add_argument("--start", type=float, default=0.0, help="start, in seconds of the source")
+    p.add_argument("--start", type=_number(float, 0), default=0.0, help="start, in seconds of the source")
     p.add_argument("--duration", type=_positive(float), help="length, in seconds of the source")
     p.add_argument("--speed", type=_positive(float), default=1.0, help="playback speed (0.5 = half speed)")
     p.add_argument("--no-bandlimit", action="store_true", help="evaluate directly even below the native rate")
@@ -85,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run folder or model.safetensors")
     p.add_argument("input", help="audio file (any format soundfile reads)")
     p.add_argument("-o", "--output", required=True, help="output .hya file")
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+    p.add_argument("--refine", type=_number(int, 0), default=0, metavar="STEPS",
                    help="test-time refinement: gradient steps from the generated weights (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -122,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_fit(args) -> int:
     from . import audio, config, fit, hya
 
+    out = audio.check_output(args.output, args.input)
+    fit.pick_device(args.device)  # an unknown device is refused before the sound is read
     overrides = list(args.overrides)
     if args.steps:
         overrides += [f"fit.steps={args.steps}", "fit.seconds=0"]
@@ -133,13 +162,14 @@ def cmd_fit(args) -> int:
         raise UsageError("choose a target network with --inr NAME or a --preset")
     cfg = config.resolve(args.preset, args.inr, overrides)
     x, sr = audio.load(args.input)
-    out = Path(args.output)
-    _check_writable(out)
     print(f"fitting {args.input} ({x.shape[0]} ch, {x.shape[1] / sr:.2f} s at {sr} Hz) with "
           f"{cfg['target']['name']} [{cfg['preset'].get('name') or 'defaults'}]", file=sys.stderr)
-    inr = fit.fit(x, sr, cfg, device=args.device, progress=not args.quiet)
-    hya.save(inr, out)
+    with _sigterm_interrupts():
+        inr = fit.fit(x, sr, cfg, device=args.device, progress=not args.quiet)
     info = inr.info
+    if info["steps"] == 0:
+        return _nothing_learnt(out, info["interrupted"])
+    _save_or_rescue(hya.save, inr, out, "the fit")
     note = " (interrupted: saved the progress so far)" if info["interrupted"] else ""
     print(f"saved {out}: {info['steps']} steps in {info['seconds']:.1f} s, "
           f"SI-SNR {info['sisnr']:.2f} dB{note}", file=sys.stderr)
@@ -149,13 +179,21 @@ def cmd_fit(args) -> int:
 def cmd_render(args) -> int:
     from . import audio, hya, render
 
+    out = audio.check_output(args.output, args.input)
+    audio.output_format(out)
+    audio.check_rate(args.sr)
     inr = hya.load(args.input)
     if args.start >= inr.duration:
         raise UsageError(f"--start {args.start} is past the end of the sound ({inr.duration:.3f} s)")
-    y = render.render(inr, args.sr, start=args.start, duration=args.duration, speed=args.speed,
-                      bandlimit=not args.no_bandlimit)
-    audio.save(args.output, y, args.sr)
-    print(f"wrote {args.output}: {y.shape[1] / args.sr:.3f} s at {args.sr:g} Hz", file=sys.stderr)
+    if render.output_frames(inr, args.sr, args.start, args.duration, args.speed) == 0:  # within the bounds, or refused
+        raise UsageError(f"the render would be shorter than one sample at {args.sr:g} Hz: nothing to write")
+    past = args.start + (args.duration or 0.0) - inr.duration
+    if past > 1 / inr.sample_rate:
+        audio.warn(f"--duration {args.duration:g} s runs {past:.3f} s past the end of the sound "
+                   f"({inr.duration:.3f} s): that part is silent")
+    frames = render.render_to_file(inr, out, args.sr, start=args.start, duration=args.duration, speed=args.speed,
+                                   bandlimit=not args.no_bandlimit)
+    print(f"wrote {out}: {frames / args.sr:.3f} s at {args.sr:g} Hz", file=sys.stderr)
     return 0
 
 
@@ -174,6 +212,8 @@ def cmd_eval(args) -> int:
 
     from . import audio, metrics, report
 
+    if args.plot:
+        audio.check_output(args.plot, args.reference, args.reconstruction, flag="--plot")
     ref, sr = audio.load(args.reference)
     est, est_sr = _load_for_eval(args.reconstruction, sr)
     if est_sr != sr:
@@ -261,24 +301,30 @@ def cmd_encode(args) -> int:
     from . import audio, hya, metrics, render
     from .hypernet.encode import encode
 
+    from .fit import pick_device
+
     if args.refine < 0:
         raise UsageError("--refine must be >= 0")
+    model = Path(args.model)
+    out = audio.check_output(args.output, args.input, model / "model.safetensors" if model.is_dir() else model)
+    pick_device(args.device)
     x, sr = audio.load(args.input)
-    out = Path(args.output)
-    _check_writable(out)
     start = time.perf_counter()
-    inr = encode(args.model, x, sr, refine_steps=args.refine, device=args.device,
-                 progress=not args.quiet and args.refine > 0)
+    with _sigterm_interrupts():
+        inr = encode(args.model, x, sr, refine_steps=args.refine, device=args.device,
+                     progress=not args.quiet and args.refine > 0)
     seconds = time.perf_counter() - start
-    hya.save(inr, out)
+    _save_or_rescue(hya.save, inr, out, "the encoding")
     y = render.render(inr, sr)
     n = min(x.shape[1], y.shape[1])
     score = float(np.mean([metrics.evaluate(x[c, :n], y[c, :n], sr, ["si-snr"])["si-snr"]
                            for c in range(x.shape[0])]))
     refined = f", refined {inr.info.get('refine_steps', 0)} steps per chunk" if args.refine else ""
+    interrupted = bool(inr.info.get("refine_interrupted"))
+    note = " (refinement interrupted: saved the progress so far)" if interrupted else ""
     print(f"saved {out}: {x.shape[0]} ch, {x.shape[1] / sr:.2f} s, {inr.info['chunks']} chunk(s){refined}; "
-          f"SI-SNR {score:.2f} dB vs the input; {seconds:.2f} s", file=sys.stderr)
-    return 0
+          f"SI-SNR {score:.2f} dB vs the input; {seconds:.2f} s{note}", file=sys.stderr)
+    return 130 if interrupted else 0
 
 
 def cmd_list(args) -> int:
@@ -307,18 +353,23 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from . import functional, hya
+    from . import hya
 
-    inr = hya.load(args.input)
-    per_chunk = functional.count_parameters(inr.module)
+    # What the file claims, from its header alone: describing a file never builds its network.
+    head = hya.read_header(args.input)
+    target, preset = head.config.get("target", {}), head.config.get("preset", {})
     print(f"file:        {args.input}")
-    print(f"target:      {inr.config['target']['name']} ({per_chunk:,} parameters per chunk and channel)")
-    print(f"preset:      {inr.config['preset'].get('name') or '-'}")
-    print(f"native rate: {inr.sample_rate:g} Hz, {inr.duration:.3f} s, {inr.channels} channel(s)")
-    print(f"chunks:      {len(inr.chunks)} x {inr.chunks[0][1]} samples")
-    if inr.gain != 1.0:
-        print(f"gain:        {inr.gain:.6g} (output scale: the encoded input was peak-normalised)")
-    for key, value in inr.info.items():
+    per_chunk = head.parameters_per_member()
+    print(f"target:      {target.get('name') or '-'} ({per_chunk:,} parameters per chunk and channel)")
+    print(f"preset:      {preset.get('name') or '-'}")
+    print(f"native rate: {head.sample_rate:g} Hz, {head.duration:.3f} s, {head.channels} channel(s)")
+    print(f"chunks:      {len(head.chunks)} x {head.chunks[0][1]} samples")
+    stored = sorted({dtype for name, (dtype, _) in head.tensors.items() if name.startswith("params.")})
+    if stored != [hya.NATIVE_DTYPE]:
+        print(f"weights:     {', '.join(stored)} (converted to float32 when loaded)")
+    if head.gain != 1.0:
+        print(f"gain:        {head.gain:.6g} (output scale: the encoded input was peak-normalised)")
+    for key, value in head.info.items():
         print(f"{key + ':':<12} {value}")
     return 0
 
@@ -338,16 +389,87 @@ def cmd_gui(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from . import audio
+    from .demo import RENDER_RATES, run_demo
 
-    run_demo(Path(args.output), inr=args.inr, seconds=args.seconds, source=args.input)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a folder")
+    names = ["demo.hya", *(f"demo_{rate}.wav" for rate in RENDER_RATES), "report.png", "metrics.json", "report.md"]
+    for name in names:  # every file the demo writes into the folder
+        audio.check_output(out / name, args.input, flag="-o")
+    run_demo(out, inr=args.inr, seconds=args.seconds, source=args.input)
     return 0
 
 
-def _check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"cannot write {path}: {parent} is not a directory")
+# -- signals and saving ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _handling(signals, handler):
+    """Run the block with ``handler`` for ``signals``, then restore the old handlers. Only the main
+    thread may set handlers; elsewhere (an embedding app's worker) the block runs as it is."""
+    saved = {}
+    for sig in signals:
+        with contextlib.suppress(ValueError):
+            saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)  # None: a handler set outside Python
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _sigterm_interrupts():
+    """SIGTERM ends the block as Ctrl-C does (KeyboardInterrupt): a fit then returns, and its caller
+    saves, what it has learnt instead of dying with it (``hyperaudio train`` treats both alike)."""
+    return _handling((signal.SIGTERM,), _raise_interrupt)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM back while the block (a save) runs; either one, if it came, raises
+    KeyboardInterrupt once the block is done, so an interrupt never cuts a result's save short."""
+    received = []
+    with _handling((signal.SIGINT, signal.SIGTERM), lambda signum, frame: received.append(signum)):
+        yield
+    if received:
+        raise KeyboardInterrupt
+
+
+def _save_or_rescue(save, result, out: Path, what: str) -> None:
+    """``save(result, out)``; where that fails, save under a temporary name (beside ``out``, else in the
+    current folder, else in the system's temporary folder) and raise UsageError saying where."""
+    with _signals_held():
+        try:
+            save(result, out)
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        for folder in (out.parent, Path.cwd(), Path(tempfile.gettempdir())):
+            with contextlib.suppress(OSError):
+                fd, name = tempfile.mkstemp(prefix=f"{out.stem}.", suffix=f".rescued{out.suffix}", dir=folder)
+                os.close(fd)
+                try:
+                    save(result, Path(name))
+                except OSError:
+                    os.unlink(name)
+                    continue
+                raise UsageError(f"cannot write {out} ({reason}); {what} is saved as {name}")
+    raise UsageError(f"cannot write {out} ({reason}), nor a copy in {out.parent}, {Path.cwd()} or "
+                     f"{tempfile.gettempdir()}: {what} is lost")
+
+
+def _nothing_learnt(out: Path, interrupted: bool) -> int:
+    """A fit that made no step has nothing to save: never replace ``out`` (maybe a good file) with it."""
+    kept = f"{out} is left as it was" if out.exists() else f"{out} is not written"
+    if not interrupted:
+        raise UsageError(f"no optimisation step was made (the time budget ran out first, or the loss was never "
+                         f"finite): nothing learnt, {kept}")
+    print(f"hyperaudio: interrupted before the first step: nothing learnt, {kept}", file=sys.stderr)
+    return 130
 
 
 COMMANDS = {"fit": cmd_fit, "render": cmd_render, "eval": cmd_eval, "list": cmd_list, "info": cmd_info,

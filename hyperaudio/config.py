@@ -260,14 +260,28 @@ def target_signature(cls) -> dict[str, Any]:
     return params
 
 
-def validate(config: dict) -> None:
-    from .plugins import RegistryError, get_registry
-
+def check_tables(config: Any) -> None:
+    """Raise ConfigError unless ``config`` is a table of known sections that are tables, with a
+    table ``target.params``: the shape every other check relies on (a damaged file may lack it)."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a table of sections, got {type(config).__name__}")
     for section, values in config.items():
         if section not in DEFAULTS:
             raise _unknown("", section, DEFAULTS)
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table")
+    params = config.get("target", {}).get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"target.params must be a table, got {type(params).__name__}")
+
+
+def validate(config: dict) -> None:
+    from .plugins import RegistryError, get_registry
+
+    check_tables(config)
+    # A section or key missing (a file written before it existed, or damaged) takes its default.
+    config = {section: {**defaults, **config.get(section, {})} for section, defaults in DEFAULTS.items()}
+    for section, values in config.items():
         for key, value in values.items():
             if key not in DEFAULTS[section]:
                 raise _unknown(f"{section}.", key, DEFAULTS[section])
@@ -299,8 +313,7 @@ def validate(config: dict) -> None:
         raise ConfigError("fit.batch_samples must be >= 0 (0 = every sample)")
     if fit["batch_samples"] and config["loss"]["lambda_f"]:
         raise ConfigError("fit.batch_samples needs loss.lambda_f = 0: the mel-STFT term needs whole chunks")
-    # Files written before a section existed lack it: its defaults apply.
-    _validate_train({**DEFAULTS["train"], **config.get("train", {})})
+    _validate_train(config["train"])
 
 
 def _validate_train(tc: dict) -> None:
@@ -332,14 +345,49 @@ def _validate_train(tc: dict) -> None:
 
 
 def build_target(config: dict, out_channels: int | None = None):
-    """Instantiate the configured target network."""
+    """Instantiate the configured target network, refusing one over the bounds of
+    :mod:`hyperaudio.limits` (parameters, modules, layer width) before allocating it."""
+    from .limits import TooLarge, check_size
     from .plugins import get_registry
 
-    cls = get_registry().get("target_networks", config["target"]["name"]).obj
-    params = dict(config["target"]["params"])
+    name = config["target"]["name"]
+    cls = get_registry().get("target_networks", name).obj
+    params = dict(config["target"].get("params", {}))
     if out_channels is not None and "out_channels" in target_signature(cls):
         params["out_channels"] = out_channels
     try:
-        return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"target network {config['target']['name']!r}: {exc}") from None
+        _dry_run(cls, params)
+        module = _construct(name, cls, params)
+        check_size(module)
+    except TooLarge as exc:
+        raise ConfigError(f"target network {name!r} is too large: {exc}; lower its target.params") from None
+    return module
+
+
+def _dry_run(cls, params: dict) -> None:
+    """Build and measure the network on the meta device, allocating nothing: an oversized one
+    raises TooLarge here. Any other failure is left to the real build, which reports bad settings;
+    a network whose initialisation needs real data (KAN's least-squares spline fit) fails on meta
+    and is then still stopped by ``bounded_construction`` as soon as it registers too much."""
+    import torch
+
+    from .limits import TooLarge, bounded_construction, check_size
+
+    try:
+        with bounded_construction(), torch.device("meta"):
+            check_size(cls(**params))
+    except TooLarge:
+        raise
+    except Exception:  # noqa: BLE001  (meta unsupported, or bad settings)
+        pass
+
+
+def _construct(name: str, cls, params: dict):
+    from .limits import bounded_construction
+
+    try:
+        with bounded_construction():
+            return cls(**params)
+    except (TypeError, ValueError, RuntimeError, ArithmeticError, IndexError, KeyError, MemoryError) as exc:
+        # RuntimeError: torch refusing a size (a negative dimension, an allocation that fails)
+        raise ConfigError(f"target network {name!r}: {type(exc).__name__}: {exc}") from None

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from .config import build_target
-from .errors import AudioError
+from .errors import AudioError, HyperaudioError
 from .functional import call_batched, fresh_parameters, heads
 from .hya import INR
+from .limits import check_fit_memory
 from .loss import ReconstructionLoss
 
 MAX_BAD_STEPS = 3
@@ -46,10 +47,33 @@ class FitProgress:
     members: list[int] = field(default_factory=list)
 
 
+class DeviceError(HyperaudioError):
+    """A ``--device`` that does not exist on this machine."""
+
+
+def _cuda_count() -> int:
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken driver can raise instead of answering
+        return 0
+
+
+def available_devices() -> list[str]:
+    """The device names this machine accepts: ``cpu``, and ``cuda``, ``cuda:0``... when CUDA works."""
+    count = _cuda_count()
+    return ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+
+
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> the first CUDA device when usable, else the CPU; any other name must be one of
+    :func:`available_devices`, or DeviceError (one line naming the devices there are)."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        return torch.device("cuda" if _cuda_count() else "cpu")
+    name = str(device)
+    if name not in available_devices():
+        cuda = "" if _cuda_count() else " (no usable CUDA device here)"
+        raise DeviceError(f"no device {name!r}{cuda}; devices here: auto, {', '.join(available_devices())}")
+    return torch.device(name)
 
 
 def chunk_layout(num_samples: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
@@ -114,6 +138,7 @@ def fit(
     channels, num_samples = audio.shape
     torch.manual_seed(int(fc["seed"]))
     module = (build_target(config) if module is None else copy.deepcopy(module)).to(device)
+    check_fit_memory(module, config, channels, num_samples, device)  # refuse up front what cannot fit
     n_heads = heads(module)
     chunks = chunk_layout(num_samples, int(fc["chunk_samples"]), int(fc["overlap_samples"]))
     length = chunks[0][1]

@@ -9,22 +9,38 @@ Band-limiting: the source is sampled at an effective rate ``sr / speed``. At or 
 rate the INR is evaluated directly at the output instants (its own continuous interpolation).
 Below it, evaluating the INR at the sparse instants would alias whatever it holds above the new
 Nyquist frequency, so we render on the native grid and resample with soxr's band-limited filter.
+
+:func:`render` returns the whole output in memory; :func:`render_to_file` writes the same samples
+block by block, so its memory stays flat whatever the length.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import resample
+from .audio import atomic_path, output_format, resample
+from .errors import HyperaudioError
 from .functional import call_batched, heads, postprocess
 from .hya import INR
 
 BLOCK = 1 << 16  # evaluate at most this many instants per batched call (memory bound)
+# One output of at most 2^30 samples (all channels): the most a float32 WAV, the default output, can
+# hold (its RIFF sizes are 32-bit, so 4 GiB of data; 6.2 h of mono at 48 kHz). FLAC and Ogg could hold
+# more, but a longer render is a typo (--duration 1e9, --speed 1e-9) far more often than a wish.
+MAX_OUTPUT_SAMPLES = (1 << 32) // 4
+# A network with its own postprocess (Siamese SIREN's denoiser) needs the whole signal at once, so
+# its output is held in memory: 2^24 samples (6 min at 48 kHz) keep the denoiser's STFTs near 1 GB.
+MAX_WHOLE_SAMPLES = 1 << 24
+
+
+class RenderError(HyperaudioError, ValueError):
+    """Render arguments that are invalid or ask for more output than the bounds above allow."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,34 @@ def evaluate(inr: INR, positions: torch.Tensor) -> torch.Tensor:
     return out * inr.gain if inr.gain != 1.0 else out
 
 
+def source_duration(inr: INR, start: float = 0.0, duration: float | None = None) -> float:
+    """Seconds of the source a render covers: ``duration``, or from ``start`` to the end."""
+    return max(0.0, inr.duration - start) if duration is None else max(0.0, float(duration))
+
+
+def output_frames(inr: INR, sr: float, start: float = 0.0, duration: float | None = None,
+                  speed: float = 1.0) -> int:
+    """Frames a render produces; RenderError for invalid arguments or an output over MAX_OUTPUT_SAMPLES.
+
+    Computed in floating point and checked before any allocation, so an infinite or huge request is
+    refused instead of overflowing or exhausting memory.
+    """
+    if not (sr > 0 and math.isfinite(sr)):
+        raise RenderError(f"sample rate must be positive and finite, got {sr}")
+    if not (speed > 0 and math.isfinite(speed)):
+        raise RenderError(f"speed must be positive and finite, got {speed}")
+    if not (start >= 0 and math.isfinite(start)):
+        raise RenderError(f"start must be a finite number of seconds >= 0, got {start}")
+    if duration is not None and not (duration >= 0 and math.isfinite(duration)):
+        raise RenderError(f"duration must be a finite number of seconds >= 0, got {duration}")
+    frames = source_duration(inr, start, duration) / speed * sr
+    if frames * inr.channels > MAX_OUTPUT_SAMPLES:
+        raise RenderError(f"the output would have {frames:.3g} frames x {inr.channels} channel(s), over the "
+                          f"{MAX_OUTPUT_SAMPLES:,} samples a float32 WAV can hold (render.MAX_OUTPUT_SAMPLES): "
+                          "shorten --duration, raise --speed or lower --sr")
+    return int(round(frames))
+
+
 def render(
     inr: INR,
     sr: float,
@@ -104,16 +148,9 @@ def render(
     apply_postprocess: bool = True,
 ) -> np.ndarray:
     """Render ``[C, M]`` float32 audio at rate ``sr``."""
-    if not (sr > 0 and math.isfinite(sr)):
-        raise ValueError(f"sample rate must be positive, got {sr}")
-    if not (speed > 0 and math.isfinite(speed)):
-        raise ValueError(f"speed must be positive, got {speed}")
-    if start < 0:
-        raise ValueError("start must be >= 0")
+    n_out = output_frames(inr, sr, start, duration, speed)
     native = inr.sample_rate
-    available = max(0.0, inr.duration - start)
-    src_duration = available if duration is None else max(0.0, float(duration))
-    n_out = int(round(src_duration / speed * sr))
+    src_duration = source_duration(inr, start, duration)
     effective = sr / speed  # source instants per second of source time
     src_start = start * native
     if n_out == 0:
@@ -133,3 +170,72 @@ def render(
     if apply_postprocess:
         return np.stack([postprocess(inr.module, y[c], sr) for c in range(y.shape[0])]).astype(np.float32)
     return y[:, 0].astype(np.float32)
+
+
+def render_to_file(
+    inr: INR,
+    path: str | os.PathLike,
+    sr: float,
+    start: float = 0.0,
+    duration: float | None = None,
+    speed: float = 1.0,
+    bandlimit: bool = True,
+    subtype: str | None = None,
+) -> int:
+    """Write what :func:`render` returns to ``path`` (atomically; format by extension); returns the frames.
+
+    Evaluated and written block by block (the band-limited path through ``soxr.ResampleStream``), so
+    memory stays flat whatever the length. A network with its own postprocess needs the whole signal:
+    it is rendered in memory, up to MAX_WHOLE_SAMPLES.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    fmt = output_format(path)
+    n_out = output_frames(inr, sr, start, duration, speed)
+    whole = getattr(inr.module, "postprocess", None) is not None
+    if whole and n_out * inr.channels > MAX_WHOLE_SAMPLES:
+        raise RenderError(f"{inr.config['target']['name']} denoises its whole output at once: at most "
+                          f"{MAX_WHOLE_SAMPLES:,} samples (render.MAX_WHOLE_SAMPLES), this render has "
+                          f"{n_out * inr.channels:,}")
+    if subtype is None and fmt == "WAV":
+        subtype = "FLOAT"
+    blocks = ([render(inr, sr, start, duration, speed, bandlimit).T] if whole
+              else _blocks(inr, sr, start, duration, speed, bandlimit, n_out))
+    # soundfile needs an integer rate; rounding a fractional rate only relabels the header.
+    with atomic_path(path) as tmp:
+        with sf.SoundFile(str(tmp), "w", int(round(sr)), inr.channels, subtype, format=fmt) as f:
+            for block in blocks:
+                f.write(block)
+    return n_out
+
+
+def _blocks(inr: INR, sr: float, start: float, duration: float | None, speed: float, bandlimit: bool, n_out: int):
+    """``[n, C]`` float32 blocks of the first head, ``n_out`` frames in all (networks without postprocess)."""
+    native, effective = inr.sample_rate, sr / speed
+    src_start = start * native
+    if not (bandlimit and effective < native):
+        step = native / effective
+        for b in range(0, n_out, BLOCK):
+            pos = src_start + torch.arange(b, min(b + BLOCK, n_out), dtype=torch.float64) * step
+            yield _first_head(evaluate(inr, pos))
+        return
+    import soxr
+
+    # The native grid render() resamples, fed to the same filter (audio.resample's) in blocks.
+    n_native = int(math.ceil(source_duration(inr, start, duration) * native)) + 1
+    stream = soxr.ResampleStream(native, effective, inr.channels, dtype="float32", quality="VHQ")
+    left = n_out
+    for b in range(0, n_native, BLOCK):
+        pos = src_start + torch.arange(b, min(b + BLOCK, n_native), dtype=torch.float64)
+        y = stream.resample_chunk(_first_head(evaluate(inr, pos)), last=b + BLOCK >= n_native)
+        if left > 0 and len(y):
+            yield y[:left]
+            left -= len(y[:left])
+    for b in range(0, left, BLOCK):  # soxr gave fewer frames than asked: silence, as render() pads
+        yield np.zeros((min(BLOCK, left - b), inr.channels), dtype=np.float32)
+
+
+def _first_head(y: torch.Tensor) -> np.ndarray:
+    """``[C, H, n]`` -> ``[n, C]`` contiguous float32 (what soundfile and soxr take)."""
+    return np.ascontiguousarray(y[:, 0].cpu().numpy().T, dtype=np.float32)

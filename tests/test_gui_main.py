@@ -72,6 +72,38 @@ def test_open_by_dialog_and_by_drop_with_recent_files_and_bad_files(window, inje
     screenshot(window, "01-opened")
 
 
+
+def test_hostile_hya_files_are_dialogs_and_add_nothing(window, inject, tmp_path):
+    # Issue #15: what the CLI refuses in one line, the app refuses in a dialog, and nothing is added.
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from hyperaudio import hya
+
+    good = hya.save(small_inr(), tmp_path / "good.hya")
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    huge = json.loads(meta["config"])
+    huge["target"]["params"]["hidden"] = [10**9, 10**9]
+    poisoned = {k: (torch.full_like(v, float("nan")) if k.startswith("params.") else v) for k, v in tensors.items()}
+    cases = {"huge.hya": ({**meta, "config": json.dumps(huge)}, tensors),
+             "nan.hya": (meta, poisoned),
+             "rate.hya": ({**meta, "sample_rate": "0.0"}, tensors),
+             "chunks.hya": ({**meta, "chunks": "[]"}, tensors)}
+    for name, (m, t) in cases.items():
+        save_file(t, str(tmp_path / name), metadata=m)
+    before = len(window.library.sounds)
+    inject.open([tmp_path / name for name in cases])
+    window.open_action.trigger()
+    assert len(window.library.sounds) == before
+    messages = [text for _, text, _ in window.dialogs]
+    assert len(messages) == 4, messages
+    for text, expected in zip(messages, ["too large", "NaN or infinite", "unsupported sample rate", "0 chunks"]):
+        assert expected in text and "Traceback" not in text, text
+
 def test_views_show_original_and_reconstruction_peak_downsampled(window, qtbot):
     from hyperaudio_ui.library import InrItem
     from hyperaudio_ui.views.waveform import Envelope

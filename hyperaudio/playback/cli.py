@@ -93,11 +93,12 @@ def cmd_play(args) -> int:
     except ValueError:
         if latency not in ("low", "high"):
             raise PlaybackError(f"--latency must be low, high or a number of seconds, got {latency!r}") from None
+    device = _play_device(args.device)
     sink = NullSink(keep=False) if args.null else SoundDeviceSink(args.output_device, latency=latency)
     if args.start >= inr.duration:
         raise PlaybackError(f"--start {args.start} is past the end of the sound ({inr.duration:.3f} s)")
     engine = Engine(inr, sink, args.sr, speed=args.speed, start=args.start, loop=_loop_arg(args.loop, inr.duration),
-                    gain_db=args.gain, backend=args.backend, device=args.device, interpolation=args.interpolation,
+                    gain_db=args.gain, backend=args.backend, device=device, interpolation=args.interpolation,
                     threads=args.threads)
     interactive = not args.quiet and sys.stdin is not None and sys.stdin.isatty()
     if not args.quiet:
@@ -128,6 +129,23 @@ def cmd_play(args) -> int:
         latency_ms = (engine.stats.first_sound_latency or 0.0) * 1e3
         print(f"\ndone: first sound after {latency_ms:.0f} ms, {engine.stats.underruns} underruns", file=sys.stderr)
     return 0
+
+
+def _play_device(name: str) -> str:
+    """``--device`` checked against the devices there are; CUDA asked for where there is none plays on
+    the CPU with a warning (playback works there, only slower), anything else unknown is refused."""
+    import re
+
+    from ..audio import warn
+    from ..fit import available_devices
+
+    devices = available_devices()
+    if name == "auto" or name in devices:
+        return name
+    if re.fullmatch(r"cuda(:\d+)?", name) and "cuda" not in devices:
+        warn(f"--device {name}: no usable CUDA device here; playing on the CPU")
+        return "cpu"
+    raise PlaybackError(f"unknown device {name!r}; devices here: auto, {', '.join(devices)}")
 
 
 def _read_commands(engine) -> None:
@@ -188,10 +206,13 @@ def cmd_devices(args) -> int:
 def cmd_export(args) -> int:
     from .. import hya, onnx_export
 
+    from ..audio import check_output
+
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise PlaybackError(f"{out}: the output should end in .onnx")
     source = Path(args.input)
+    check_output(out, source, source / "model.safetensors" if source.is_dir() else None)
     if source.is_dir() or source.suffix.lower() == ".safetensors":
         return _export_hypernetwork(source, out, args.opset or onnx_export.OPSET)
     inr = hya.load(args.input)
