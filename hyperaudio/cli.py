@@ -249,7 +249,7 @@ def cmd_train(args) -> int:
     import os
 
     from . import config
-    from .hypernet.train import read_checkpoint, train
+    from .hypernet.train import check_hypernet_preset, read_checkpoint, train
 
     overrides = list(args.overrides)
     if args.steps:
@@ -259,6 +259,8 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: exists and is not a folder")
+    if args.preset:
+        check_hypernet_preset(args.preset)
     if args.resume:
         state, _ = read_checkpoint(out)  # a clear error when there is nothing to resume
         if args.preset:

@@ -240,3 +240,43 @@ def test_should_stop_keeps_a_usable_model_and_the_cli_runs_under_python_m(datase
     assert result.interrupted and result.steps == 0
     model, _ = load_model(tmp_path / "stop")
     assert read_checkpoint(tmp_path / "stop")[0]["step"] == 0
+
+
+def _no_training(monkeypatch):
+    """Make starting a run (or building its model) fail the test: a refusal must come first."""
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(train_mod, "build", lambda *a, **k: pytest.fail("the model was built"))
+
+
+def test_a_fitting_preset_is_refused_for_training(dataset, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    run = tmp_path / "run"
+    rc = main(["train", "--preset", "kan-fast", "--data", str(dataset / "train"), "--steps", "2", "-o", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("hyperaudio: error: ")
+    assert "[hypernet]" in err and "fewsound-kan" in err  # names a hypernetwork preset for the same target
+    assert not run.exists()
+
+
+def test_an_oversized_hypernetwork_is_refused_before_anything_is_allocated(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_mod, "build", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(train_mod, "load_datasets", lambda *a, **k: pytest.fail("the data was read"))
+    run = tmp_path / "run"
+    # Two 100k-wide layers: 10^10 weights (40 GB for the weights alone).
+    rc = main(["train", "--preset", "debug-standard", "--data", str(dataset / "train"), "--steps", "2", "-o",
+               str(run), "--set", "hypernet.head_hidden=[100000, 100000]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("hyperaudio: error: ")
+    assert "10,0" in err and "parameters" in err and "head_hidden" in err
+
+
+def test_every_hypernetwork_preset_is_within_the_size_bound():
+    from hyperaudio.hypernet import model as model_mod
+    from hyperaudio.plugins import get_registry
+
+    names = [n for n in get_registry().names("presets") if "hypernet" in config.load_preset(n)]
+    assert len(names) >= 10
+    for name in names:
+        train_mod.check_hypernet_preset(name)
+        count = model_mod.parameter_count(config.resolve(name))
+        assert count is not None and 10_000 < count <= model_mod.MAX_PARAMETERS, (name, count)

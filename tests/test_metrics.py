@@ -122,3 +122,36 @@ def test_heavy_metric_prefers_identical_over_noisy(name, module, sr):
     worse = metrics.evaluate(x, noisy(x, 0.05), sr, [name])[name]
     assert same == pytest.approx(metric.ideal, abs=0.01)
     assert (same > worse) if metric.better == "higher" else (same < worse), (same, worse)
+
+
+@pytest.mark.heavy_metrics
+def test_cdpam_loads_without_lifting_weights_only(clean, monkeypatch):
+    pytest.importorskip("cdpam", reason="cdpam not installed (pip install 'hyperaudio[metrics]')")
+    import io
+    import os
+    import pickle
+
+    import torch
+
+    from hyperaudio.metrics import perceptual
+
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    monkeypatch.delenv(key, raising=False)
+    real_load, seen = torch.load, []
+
+    def spy(*args, **kwargs):
+        seen.append(os.environ.get(key))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    perceptual._cdpam_model.cache_clear()
+    try:
+        value = perceptual.cdpam(clean, noisy(clean, 0.05), SR)
+    finally:
+        perceptual._cdpam_model.cache_clear()  # no spied model for later tests
+    assert seen == [None] and key not in os.environ
+    # Computed with the previous loader (cdpam.CDPAM(dev="cpu") under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1;
+    # torch 2.13.0 CPU, cdpam 0.0.6): the same weights give the same distance.
+    assert value == pytest.approx(0.5548433065414429, rel=1e-5)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):  # any other global is refused
+        perceptual._TensorPickle.load(io.BytesIO(pickle.dumps(os.system)))

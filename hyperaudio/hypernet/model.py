@@ -29,6 +29,12 @@ from .strategies import Strategy
 
 FORMAT = "hyperaudio.hypernet"
 VERSION = 1
+# The presets' hypernetworks have 0.01-21 M parameters (fewsound-nerf the largest). Training keeps about
+# 32 bytes per parameter (weight, gradient, two AdamW moments, and the rollback copy of weight and
+# moments), so 2^26 (67 M) is 2.1 GB before any activation: three times the largest preset, and a
+# head or encoder widened by --set to need many GB is refused before anything is allocated.
+MAX_PARAMETERS = 1 << 26
+TRAIN_BYTES_PER_PARAMETER = 32
 
 
 class HyperNetwork(nn.Module):
@@ -144,6 +150,41 @@ def build(config: dict) -> HyperNetwork:
                           {"target": target, **hc["strategy_params"]})
     return HyperNetwork(encoder, strategy, target, int(hc["num_samples"]), hc["head_hidden"], hc["head_kind"],
                         int(hc["head_rank"]), int(hc["head_chunk"]))
+
+
+def parameter_count(config: dict) -> int | None:
+    """Parameters of the hypernetwork a resolved config describes, the encoder and head counted on
+    the meta device (nothing of their size is allocated); None for an encoder that cannot run there."""
+    validate(config)
+    target = build_target(config, out_channels=1)  # small, and bounded by hyperaudio.limits
+    validate_hypernet(config, target)
+    hc = config["hypernet"]
+    strategy = _construct(f"strategy {hc['strategy']!r}", _registered("strategies", hc["strategy"]),
+                          {"target": target, **hc["strategy_params"]})
+    base, scale = strategy.head_init()
+    try:
+        with torch.device("meta"):
+            encoder = _construct(f"encoder {hc['encoder']!r}", _registered("encoders", hc["encoder"]),
+                                 dict(hc["encoder_params"]), sample_rate=int(hc["sample_rate"]))
+            latent = encoder(torch.zeros(1, int(hc["num_samples"])))
+            head = Head(latent[0].numel() + strategy.condition_dim, base.to("meta"), scale.to("meta"),
+                        hc["head_hidden"], hc["head_kind"], int(hc["head_rank"]), int(hc["head_chunk"]))
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001  (an encoder that needs real data: no count, no refusal)
+        return None
+    return sum(p.numel() for m in (encoder, strategy, target, head) for p in m.parameters())
+
+
+def check_size(config: dict) -> None:
+    """Refuse, in one line with the numbers, a hypernetwork over :data:`MAX_PARAMETERS`."""
+    count = parameter_count(config)
+    if count is not None and count > MAX_PARAMETERS:
+        hc = config["hypernet"]
+        raise ConfigError(
+            f"the hypernetwork would have {count:,} parameters (about {count * TRAIN_BYTES_PER_PARAMETER / 1e9:.1f} GB "
+            f"to train), more than {MAX_PARAMETERS:,}: lower hypernet.head_hidden {hc['head_hidden']} or the "
+            f"encoder's size, or use head_kind 'lowrank' or 'chunked' (now {hc['head_kind']!r})")
 
 
 def save_model(model: HyperNetwork, config: dict, path: str | os.PathLike, info: dict | None = None) -> Path:

@@ -75,7 +75,7 @@ from ..functional import postprocess
 from ..hya import read_safetensors
 from ..loss import ReconstructionLoss
 from .data import ClipSet, load_datasets
-from .model import HyperNetwork, build, save_model
+from .model import HyperNetwork, build, check_size, save_model
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -318,6 +318,24 @@ def _merge_resume_config(saved: dict, given: dict | None) -> dict:
     return config
 
 
+def check_hypernet_preset(name: str) -> None:
+    """Refuse a preset without its own ``[hypernet]`` table: it fits single sounds, and the default
+    hypernetwork around its target network would train 16 clips of 32768 samples through it at once."""
+    from .. import config as config_mod
+    from ..plugins import get_registry
+
+    preset = config_mod.load_preset(name)
+    if "hypernet" in preset:
+        return
+    registry = get_registry()
+    target = preset.get("target", {}).get("name")
+    ours = [n for n in registry.names("presets") if "hypernet" in registry.get("presets", n).obj
+            and not n.startswith("debug-")]
+    ours.sort(key=lambda n: registry.get("presets", n).obj.get("target", {}).get("name") != target)
+    raise ConfigError(f"preset {name!r} fits single sounds (it has no [hypernet] table); train a hypernetwork "
+                      f"preset such as {', '.join(ours[:3])} (see 'hyperaudio presets list')")
+
+
 # -- metrics files -----------------------------------------------------------------------------------
 class _Log:
     """metrics.jsonl, metrics.csv and val.csv in the run folder (rank 0 only)."""
@@ -539,6 +557,7 @@ def _train(config, data, val, out_dir, resume, device, dist, callback, should_st
     if tc["batch_size"] % dist.world:
         raise ConfigError(f"train.batch_size {tc['batch_size']} is not divisible by the {dist.world} processes")
     per_rank = tc["batch_size"] // dist.world
+    check_size(config)  # before any data is read or weight allocated
 
     train_set, val_set = load_datasets(data, val, config, warn)
     if progress and dist.main:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import pickle
 import warnings
 
 import numpy as np
@@ -87,25 +88,60 @@ def visqol(ref, est, sr: float) -> float:
     return float(api.measure_from_arrays(ref48, est48, 48000).moslqo)
 
 
+#: Every global CDPAM's packaged checkpoint refers to: tensors, their storages, the state dicts.
+_CDPAM_GLOBALS = frozenset({("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict"),
+                            ("torch", "FloatStorage"), ("torch", "LongStorage")})
+
+
+class _TensorUnpickler(pickle.Unpickler):
+    """An unpickler that builds tensors and ordered dicts, and refuses any other global."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _CDPAM_GLOBALS:
+            raise pickle.UnpicklingError(f"CDPAM checkpoint: {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+class _TensorPickle:
+    """The ``pickle_module`` for ``torch.load``: ``load`` and ``Unpickler`` with the allow-list above."""
+
+    Unpickler = _TensorUnpickler
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _TensorUnpickler(file, **kwargs).load()
+
+
+def _load_cdpam_state(path: str) -> dict:
+    """The model state dict of CDPAM's packaged checkpoint, without executing pickled code.
+
+    The file is a legacy (Python 2, non-zip) torch pickle whose integer opcodes torch's
+    ``weights_only`` unpickler does not implement, so an allow-list unpickler replaces it for this
+    one call; no process-wide setting is touched.
+    """
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TensorPickle)
+    return checkpoint["state"]  # the file also holds the optimiser's state and the epoch count
+
+
 @functools.lru_cache(maxsize=1)
 def _cdpam_model():
     _require("librosa", "librosa", "cdpam")  # cdpam imports both without declaring them
     _require("resampy", "resampy", "cdpam")
     cdpam = _require("cdpam", "cdpam", "cdpam")
-    # Its checkpoint is a full pickle, which torch >= 2.6 refuses by default; lift that for this one
-    # trusted, packaged file only and restore the setting afterwards.
-    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-    previous = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-            return cdpam.CDPAM(dev="cpu")
-    finally:
-        if previous is None:
-            del os.environ[key]
-        else:
-            os.environ[key] = previous
+    import torch
+    from cdpam.models import FINnet
+
+    # cdpam.CDPAM.__init__ loads with a bare torch.load (refused by torch >= 2.6): build the same
+    # network (its constants, cdpam 0.0.6) and load the state ourselves.
+    model = FINnet(dev=torch.device("cpu"), encoder_layers=16, encoder_filters=64, ndim=[16, 6], classif_dp=0.05,
+                   classif_BN=0, classif_act="no", input_size=512)
+    path = os.path.join(os.path.dirname(cdpam.__file__), "CDPAM_trained", "scratchJNDdefault_best_model.pth")
+    model.load_state_dict(_load_cdpam_state(path))
+    metric = object.__new__(cdpam.CDPAM)  # its forward() needs only these two attributes
+    metric.device, metric.model = torch.device("cpu"), model.eval()
+    return metric
 
 
 def cdpam(ref, est, sr: float) -> float:
