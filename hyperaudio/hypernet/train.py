@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import datetime
 import inspect
 import json
 import math
@@ -78,6 +79,7 @@ from .data import ClipSet, load_datasets
 from .model import HyperNetwork, build, check_size, save_model
 
 CHECKPOINT = "checkpoint.safetensors"
+BARRIER_SECONDS = 120  # how long a finished rank waits for the others before tearing down
 CHECKPOINT_JSON = "checkpoint.json"
 MODEL = "model.safetensors"
 CHECKPOINT_FORMAT = "hyperaudio.checkpoint"
@@ -190,7 +192,9 @@ class _Dist:
 
             gc.collect()
             if finished:
-                dist.barrier()
+                # Bounded: a peer that failed alone never arrives, and this rank must still exit.
+                with contextlib.suppress(RuntimeError):
+                    dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=BARRIER_SECONDS))
             dist.destroy_process_group()
 
 
