@@ -43,8 +43,9 @@ def clips(folder: Path, sr: int, samples: int, limit: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--inrs", default=",".join(ALL_INRS), help="target networks, each with its default preset")
-    ap.add_argument("--presets", help="preset names to run instead of --inrs")
+    ap.add_argument("--inrs", default=",".join(ALL_INRS),
+                    help="target networks, fitted as 'hyperaudio fit --inr NAME' does: no preset, the auto recipe")
+    ap.add_argument("--presets", help="preset names to run instead of --inrs (e.g. the papers' NAME-inr)")
     ap.add_argument("--sr", type=int, default=22050)
     ap.add_argument("--samples", type=int, default=32768)
     ap.add_argument("--clips", type=int, default=3, help="at most this many clips from the folder")
@@ -70,13 +71,12 @@ def main() -> int:
     names = args.metrics.split(",")
     rates = [float(r) for r in args.render_rates.split(",") if r]
     runs = ([(p, p, None) for p in args.presets.split(",")] if args.presets
-            else [(inr, None, inr) for inr in args.inrs.split(",")])
+            else [(inr, {}, inr) for inr in args.inrs.split(",")])
     results = []
     for label, preset, inr in runs:
-        overrides = list(args.overrides) + ["fit.eval_every=10", "fit.target_sisnr=0"]
-        if args.steps:
-            overrides.append(f"fit.steps={args.steps}")
-        overrides.append(f"fit.seconds={args.seconds}")
+        overrides = ["fit.eval_every=10", "fit.target_sisnr=0"] + list(args.overrides)  # the user's --set wins
+        # As the CLI's --seconds: the time budget alone, unless --steps is given too.
+        overrides += [f"fit.steps={args.steps or 100_000_000}", f"fit.seconds={args.seconds}"]
         cfg = config.resolve(preset, inr, overrides)
         params = count_parameters(config.build_target(cfg))
         for clip_name, x in data:
@@ -102,14 +102,14 @@ def main() -> int:
                 "inr": label, "clip": clip_name, "params": params, "steps": model.info["steps"],
                 "sec_per_step": wall / max(model.info["steps"], 1), "steps_to_threshold": reached.get("step"),
                 "seconds_to_threshold": reached.get("seconds"), "seconds": wall, **values,
-                "render_seconds": renders,
+                "render_seconds": renders, "recipe": model.info.get("recipe"),
             }
             results.append(row)
             to = (f"{reached['step']} steps / {reached['seconds']:.0f} s" if reached else "not reached")
             rendered = "".join(f"  render {r} Hz {sec * 1000:.0f} ms" for r, sec in renders.items())
             print(f"{label:<14} {clip_name:<28} {params:>7,} params  {row['sec_per_step'] * 1000:7.1f} ms/step  "
                   f"{args.threshold:g} dB: {to:<22} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-                  + rendered, flush=True)
+                  + rendered + (f"  recipe {row['recipe']}" if row["recipe"] else ""), flush=True)
     print("\n# medians per target network")
     for label, _, _ in runs:
         rows = [r for r in results if r["inr"] == label]

@@ -5,6 +5,10 @@
 - ``speech/``: espeak-ng sentences in several voices (synthetic speech; package ``espeak-ng``),
   written at 22.05 kHz.
 - ``sonicpi/``: the CC0 recordings of ``sonic-pi-samples`` (drums, loops, guitar, ambient).
+- ``real/``: real recordings, the set the fitting targets of issue #14 are measured on: human read
+  speech (the channel announcements of ``alsa-utils`` and ``sound-theme-freedesktop``, two
+  speakers), a piano and a violin phrase played by ``fluidsynth`` from the FluidR3 General MIDI
+  soundfont (sampled instruments, ``fluid-soundfont-gm``), and a struck bell (``sonic-pi-samples``).
 - ``speech300/`` and ``speech300-val/``: a few hundred varied espeak-ng clips for training a
   hypernetwork (bench/train_eval.py): several languages and voice variants, pitch (``-p``) and
   speed (``-s``) drawn at random, many sentences, 22.05 kHz. The validation folder holds other
@@ -13,7 +17,8 @@
     python bench/prepare_data.py bench/data --speech300 300 --val-clips 40
     python bench/prepare_data.py bench/data --speech300 0        # skip the hypernetwork corpus
 
-Missing packages are named; install them with ``sudo apt-get install espeak-ng sonic-pi-samples``.
+Missing packages are named; install them with ``sudo apt-get install espeak-ng sonic-pi-samples
+alsa-utils sound-theme-freedesktop fluidsynth fluid-soundfont-gm`` (and ``pip install mido``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,61 @@ SENTENCES = [
 ]
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp+m4", "en-us+f5", "en-gb+m2"]
 SONIC_PI = Path("/usr/share/sonic-pi/samples")
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+#: Recorded human speech shipped by system packages (one speaker each).
+READ_SPEECH = {"speech_alsa_front_center": Path("/usr/share/sounds/alsa/Front_Center.wav"),
+               "speech_freedesktop_front_left": Path("/usr/share/sounds/freedesktop/stereo/audio-channel-front-left.oga")}
+#: (General MIDI program, [(MIDI note, beats)...]) at 150 bpm: a piano phrase with chords, a legato violin line.
+PHRASES = {"piano_phrase": (0, [((60, 64, 67), 1), ((62,), 0.5), ((64,), 0.5), ((65, 69, 72), 1), ((67,), 1)]),
+           "violin_phrase": (40, [((67,), 1), ((69,), 0.5), ((71,), 0.5), ((72,), 1.5), ((74,), 1)])}
+
+
+def real_clips(out: Path, rate: int = 22050) -> list[str]:
+    """Write the ``real/`` set; returns what could not be made and why."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+
+    def write(name: str, x: np.ndarray, sr: int) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        x = (x.mean(axis=1) if x.ndim == 2 else x)
+        x = soxr.resample(x, sr, rate)
+        sf.write(str(out / f"{name}.wav"), 0.9 * x / max(float(np.abs(x).max()), 1e-9), rate)
+
+    for name, path in READ_SPEECH.items():
+        if path.exists():
+            write(name, *sf.read(str(path), dtype="float32"))
+        else:
+            missing.append(f"{path} (alsa-utils / sound-theme-freedesktop)")
+    bell = SONIC_PI / "perc_bell.flac"
+    if bell.exists():
+        write("bell_sonicpi", *sf.read(str(bell), dtype="float32"))
+    else:
+        missing.append(f"{bell} (sonic-pi-samples)")
+    if not (shutil.which("fluidsynth") and SOUNDFONT.exists()):
+        return missing + ["fluidsynth with FluidR3_GM.sf2 (fluidsynth, fluid-soundfont-gm)"]
+    try:
+        import mido
+    except ImportError:
+        return missing + ["mido (pip install mido)"]
+    for name, (program, notes) in PHRASES.items():
+        midi = mido.MidiFile(ticks_per_beat=480)
+        track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150)),
+                                mido.Message("program_change", program=program)])
+        for chord, beats in notes:
+            track += [mido.Message("note_on", note=n, velocity=90, time=0) for n in chord]
+            track += [mido.Message("note_off", note=n, velocity=0, time=int(beats * 480) if i == 0 else 0)
+                      for i, n in enumerate(chord)]
+        midi.tracks.append(track)
+        with tempfile.TemporaryDirectory() as tmp:
+            midi.save(f"{tmp}/phrase.mid")
+            subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-r", "44100", "-F", f"{tmp}/phrase.wav",
+                            str(SOUNDFONT), f"{tmp}/phrase.mid"], check=True, capture_output=True)
+            write(name, *sf.read(f"{tmp}/phrase.wav", dtype="float32"))
+    return missing
 
 # -- the hypernetwork corpus (speech300) ----------------------------------------------------------
 #: Sentences per language (espeak-ng voice prefix). Many English ones; a few for each other language.
@@ -176,6 +236,8 @@ def main() -> int:
         print(f"copied {len(files)} sonic-pi recordings to {dest}")
     else:
         print("sonic-pi-samples not found: sudo apt-get install sonic-pi-samples")
+    missing = real_clips(out / "real")
+    print(f"wrote the real recordings to {out / 'real'}" + "".join(f"\n  missing: {m}" for m in missing))
     if args.speech300 > 0 and shutil.which("espeak-ng"):
         for folder, voices, count, seed in ((out / "speech300", TRAIN_VOICES, args.speech300, args.seed),
                                             (out / "speech300-val", VAL_VOICES, args.val_clips, args.seed + 1)):

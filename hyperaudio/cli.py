@@ -67,12 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit one sound with a target network and save it as .hya")
     p.add_argument("input", help="audio file (any format soundfile reads)")
     p.add_argument("--inr", help="target network, e.g. kan, siren, nerf (see 'hyperaudio list inrs')")
-    p.add_argument("--preset", help="preset name or .toml path (default: the target network's own preset)")
+    p.add_argument("--preset", help="preset name or .toml path (default: none, the auto recipe, which measures "
+                                    "the learning rate and time scale on the sound; the papers' settings are "
+                                    "the NAME-inr presets)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set fit.lr=0.002 (repeatable)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive(int), help="optimisation steps per chunk group")
-    budget.add_argument("--seconds", type=_positive(float), help="wall-clock budget for the whole fit")
+    budget.add_argument("--seconds", type=_positive(float),
+                        help="wall-clock budget for the whole fit (auto recipe default: 120)")
     p.add_argument("--target-sisnr", type=_number(float), metavar="DB", help="stop once SI-SNR reaches DB")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-o", "--output", required=True, help="output .hya file")
@@ -147,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_fit(args) -> int:
-    from . import audio, config, fit, hya
+    from . import audio, config, fit, hya, recipe
 
     out = audio.check_output(args.output, args.input)
     fit.pick_device(args.device)  # an unknown device is refused before the sound is read
@@ -160,10 +163,15 @@ def cmd_fit(args) -> int:
         overrides.append(f"fit.target_sisnr={args.target_sisnr}")
     if not args.inr and not args.preset:
         raise UsageError("choose a target network with --inr NAME or a --preset")
-    cfg = config.resolve(args.preset, args.inr, overrides)
+    cfg = config.resolve(args.preset or {}, args.inr, overrides)  # {}: no preset, the auto recipe
+    if cfg["fit"]["recipe"] == "auto" and not cfg["fit"]["seconds"] and not args.steps \
+            and not any(o.startswith("fit.steps") for o in overrides):
+        cfg = config.resolve(args.preset or {}, args.inr, overrides + [f"fit.seconds={recipe.DEFAULT_SECONDS}"])
     x, sr = audio.load(args.input)
+    budget = f"{cfg['fit']['seconds']:g} s" if cfg["fit"]["seconds"] else f"{cfg['fit']['steps']} steps"
     print(f"fitting {args.input} ({x.shape[0]} ch, {x.shape[1] / sr:.2f} s at {sr} Hz) with "
-          f"{cfg['target']['name']} [{cfg['preset'].get('name') or 'defaults'}]", file=sys.stderr)
+          f"{cfg['target']['name']} [{cfg['preset'].get('name') or 'defaults'}, {cfg['fit']['recipe']} recipe, "
+          f"{budget}]", file=sys.stderr)
     with _sigterm_interrupts():
         inr = fit.fit(x, sr, cfg, device=args.device, progress=not args.quiet)
     info = inr.info

@@ -58,8 +58,10 @@ from .errors import ConfigError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "preset": {"name": "", "description": "", "paper": ""},
-    "target": {"name": "", "params": {}},
+    # time_scale: the network sees t in [-s, s] (hyperaudio.recipe); the auto recipe chooses it.
+    "target": {"name": "", "params": {}, "time_scale": 1.0},
     "fit": {
+        "recipe": "auto",  # auto: hyperaudio.recipe chooses lr, time scale and loss; fixed: the settings below
         "steps": 2000,  # step budget per group of chunks
         "seconds": 0.0,  # wall-clock budget for the whole fit (0 = none)
         "target_sisnr": 0.0,  # stop once every chunk reaches this SI-SNR in dB (0 = off)
@@ -116,6 +118,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 OPTIMIZERS = ("adam", "adamw")
+RECIPES = ("auto", "fixed")
+MAX_TIME_SCALE = 1e4  # t in [-1e4, 1e4]: past every frequency a 32768-sample chunk holds
 
 
 def _merge(base: dict, update: dict, where: str = "") -> dict:
@@ -299,7 +303,12 @@ def validate(config: dict) -> None:
         if key not in signature:
             raise _unknown(f"target.params.({name}) ", key, signature)
         _check_type(f"target.params.{key}", value, signature[key])
+    scale = config["target"]["time_scale"]
+    if not 0 < scale <= MAX_TIME_SCALE:  # also refuses NaN
+        raise ConfigError(f"target.time_scale must be in (0, {MAX_TIME_SCALE:g}], got {scale}")
     fit = config["fit"]
+    if fit["recipe"] not in RECIPES:
+        raise ConfigError(f"fit.recipe must be one of {', '.join(RECIPES)}, got {fit['recipe']!r}")
     if fit["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"fit.optimizer must be one of {', '.join(OPTIMIZERS)}, got {fit['optimizer']!r}")
     for key in ("steps", "chunk_samples", "chunk_batch", "eval_every"):
@@ -357,7 +366,7 @@ def build_target(config: dict, out_channels: int | None = None):
         params["out_channels"] = out_channels
     key = (cls, repr(sorted(params.items())))
     if key in _WITHIN_BOUNDS:  # fit builds one network per member: measure each configuration once
-        return _construct(name, cls, params)
+        return _scaled(_construct(name, cls, params), config)
     try:
         _dry_run(cls, params)
         module = _construct(name, cls, params)
@@ -366,6 +375,15 @@ def build_target(config: dict, out_channels: int | None = None):
         raise ConfigError(f"target network {name!r} is too large: {exc}; lower its target.params") from None
     if len(_WITHIN_BOUNDS) < 256:
         _WITHIN_BOUNDS.add(key)
+    return _scaled(module, config)
+
+
+def _scaled(module, config: dict):
+    """Make ``module`` see ``t · target.time_scale``. A forward pre-hook, so parameter names, the
+    functional call, rendering and ONNX export all stay those of the plain network."""
+    scale = float(config["target"].get("time_scale", 1.0))
+    if scale != 1.0:
+        module.register_forward_pre_hook(lambda _module, args: (args[0] * scale, *args[1:]))
     return module
 
 

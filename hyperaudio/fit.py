@@ -8,12 +8,18 @@ members are fitted together in one batched functional call, sharing one optimise
 Budgets: ``fit.steps`` per group of members, ``fit.seconds`` for the whole fit, and
 ``fit.target_sisnr``: a group stops once all its members reach that SI-SNR. The learning rate
 follows a cosine decay over whichever budget runs out first.
+
+``fit.recipe = "auto"`` (the default) first races learning rates and time scales on the loudest
+chunk, then fits L1 on random samples and, for the second half, L1 plus a light mel-STFT term
+(:mod:`hyperaudio.recipe`); ``fit.lr``, ``fit.batch_samples`` and ``loss.lambda_*`` are then not
+used. ``"fixed"`` (the papers' presets) follows the settings as written.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import recipe
 from .config import build_target
 from .errors import AudioError, HyperaudioError
 from .functional import call_batched, fresh_parameters, heads
@@ -100,6 +107,10 @@ def si_snr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch
     return 10 * torch.log10((projection.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
 
 
+def _with_time_scale(config: dict, scale: float) -> dict:
+    return {**config, "target": {**config["target"], "time_scale": float(scale)}}
+
+
 def _cosine_lr(base: float, floor_ratio: float, fraction: float) -> float:
     fraction = min(max(fraction, 0.0), 1.0)
     return base * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * fraction)))
@@ -156,15 +167,36 @@ def fit(
                                  f"{[members, *own[n].shape]} ({members} chunk x channel members)")
         initial = {n: p.detach().to(device=device, dtype=torch.float32) for n, p in initial.items()}
     t = time_grid(length, device)
-    loss_fn = ReconstructionLoss(
-        sample_rate, lambda_t=lc["lambda_t"], lambda_f=lc["lambda_f"], p=lc["p"], ramp_steps=int(lc["ramp_steps"])
-    ).to(device)
     batch = int(fc["chunk_batch"])
     groups = [list(range(i, min(i + batch, members))) for i in range(0, members, batch)]
     steps, seconds = int(fc["steps"]), float(fc["seconds"])
     target_sisnr = float(fc["target_sisnr"])
-    subset = int(fc["batch_samples"]) if 0 < int(fc["batch_samples"]) < length else 0
     draws = torch.Generator(device=device).manual_seed(int(fc["seed"]))
+    auto = fc["recipe"] == "auto" and initial is None
+    start = time.perf_counter()
+    raced = None
+    if auto:
+        plain = _with_time_scale(config, 1.0)
+        if progress:
+            print("choosing the learning rate and time scale...", file=sys.stderr, flush=True)
+        raced = recipe.race(
+            build_target(plain).to(device), lambda: build_target(plain), t,
+            targets[int(targets.pow(2).mean(-1).argmax())],  # the loudest chunk
+            max_seconds=seconds * recipe.RACE_FRACTION, generator=draws, should_stop=should_stop,
+            max_steps=max(1, int(steps * recipe.RACE_FRACTION)) if seconds <= 0 else 1 << 30)
+        config = _with_time_scale(config, raced.time_scale)
+        module = build_target(config).to(device)
+        seconds = max(seconds - raced.seconds, 1e-12) if seconds > 0 else 0.0  # spent: no step
+    if auto and seconds > 0:
+        steps = 1 << 62  # the auto recipe's budget is fit.seconds when set, else fit.steps
+    base_lr = raced.lr if auto else float(fc["lr"])
+    subset = recipe.BATCH_SAMPLES if auto else int(fc["batch_samples"])
+    subset = subset if 0 < subset < length else 0
+    lambda_t = 1.0 if auto else lc["lambda_t"]
+    lambda_f = recipe.STFT_WEIGHT if auto else lc["lambda_f"]
+    loss_fn = ReconstructionLoss(sample_rate, lambda_t=lambda_t, lambda_f=lambda_f, p=lc["p"],
+                                 ramp_steps=int(lc["ramp_steps"])).to(device)
+    waveform_loss = ReconstructionLoss(sample_rate, lambda_t=lambda_t, lambda_f=0.0).to(device)
 
     def factory():
         return build_target(config)
@@ -180,7 +212,6 @@ def fit(
         from tqdm import tqdm
 
         bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", leave=True)
-    start = time.perf_counter()
     interrupted = False
     total_steps = 0
     last_loss, last_sisnr = float("nan"), float("nan")
@@ -191,13 +222,17 @@ def fit(
                             else fresh_parameters(factory, len(group)))
             params = {n: p.to(device).requires_grad_(True) for n, p in start_params.items()}
             optimizer = (torch.optim.AdamW if fc["optimizer"] == "adamw" else torch.optim.Adam)(
-                list(params.values()), lr=fc["lr"], weight_decay=fc["weight_decay"]
+                list(params.values()), lr=base_lr, weight_decay=fc["weight_decay"]
             )
             target = targets[group].repeat_interleave(n_heads, dim=0) if n_heads > 1 else targets[group]
             group_start = time.perf_counter()
             group_seconds = seconds * len(group) / members if seconds > 0 else 0.0
             good = {n: p.detach().clone() for n, p in params.items()}
             bad_steps, lr_scale, step = 0, 1.0, 0
+            # The auto recipe's guard, from the first step: SI-SNR may fall at most SISNR_TOLERANCE dB
+            # below its best (`anchor`); past that the fit goes back there with half the mel-STFT weight.
+            anchor, anchor_sisnr, anchor_scores = good, -math.inf, None
+            loss_fn.lambda_f = lambda_f
             while True:
                 elapsed = time.perf_counter() - group_start
                 fraction = step / steps
@@ -205,10 +240,11 @@ def fit(
                     fraction = max(fraction, elapsed / group_seconds)
                 if fraction >= 1 or (should_stop is not None and should_stop()):
                     break
-                lr = _cosine_lr(fc["lr"], fc["min_lr_ratio"], fraction) * lr_scale
+                lr = _cosine_lr(base_lr, fc["min_lr_ratio"], fraction) * lr_scale
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                if subset:
+                sampled = subset and not (auto and fraction >= recipe.STFT_FROM and loss_fn.lambda_f)
+                if sampled:
                     # A pointwise loss on random coordinates is an unbiased estimate of the whole
                     # chunk's: several cheaper steps for the price of one full one.
                     idx = torch.randint(0, length, (subset,), generator=draws, device=device)
@@ -216,7 +252,7 @@ def fit(
                 else:
                     pred, goal = call_batched(module, params, t), target  # pred: [B, L, H]
                 pred = pred.permute(0, 2, 1).reshape(goal.shape)  # [B*H, L], head-major per member
-                loss, _ = loss_fn(pred, goal, step=step)
+                loss, _ = (waveform_loss if sampled else loss_fn)(pred, goal, step=step)
                 if lc["lambda_mse"]:
                     loss = loss + lc["lambda_mse"] * torch.mean((pred - goal) ** 2)
                 if not torch.isfinite(loss):
@@ -237,13 +273,22 @@ def fit(
                 total_steps += 1
                 if step % int(fc["eval_every"]) == 0 or step == 1:
                     with torch.no_grad():
-                        if subset:
+                        if sampled:
                             pred = call_batched(module, params, t).permute(0, 2, 1)
                         first = pred.detach().reshape(len(group), n_heads, length)[:, 0]
                         scores = si_snr(first, targets[group])
                     last_loss, last_sisnr = float(loss.detach()), float(scores.mean())
+                    if auto and last_sisnr < anchor_sisnr - recipe.SISNR_TOLERANCE:
+                        with torch.no_grad():
+                            for n, p in params.items():
+                                p.copy_(anchor[n])
+                        optimizer.state.clear()
+                        loss_fn.lambda_f = recipe.weaker(loss_fn.lambda_f)
+                        continue
                     chunk_sisnr.update(zip(group, scores.tolist()))
                     good = {n: p.detach().clone() for n, p in params.items()}
+                    if last_sisnr > anchor_sisnr:
+                        anchor, anchor_sisnr, anchor_scores = good, last_sisnr, scores
                     overall = (gi + min(fraction, 1.0)) / len(groups)
                     if bar is not None:
                         bar.n = round(100 * overall, 1)
@@ -258,6 +303,12 @@ def fit(
                     if target_sisnr and float(scores.min()) >= target_sisnr:
                         break
             with torch.no_grad():
+                if auto and step:  # steps since the last evaluation may have undone the waveform
+                    final = call_batched(module, params, t).permute(0, 2, 1).reshape(len(group), n_heads, length)
+                    scores = si_snr(final[:, 0], targets[group])
+                    if float(scores.mean()) < anchor_sisnr - recipe.SISNR_TOLERANCE:
+                        params, scores = anchor, anchor_scores
+                    chunk_sisnr.update(zip(group, scores.tolist()))
                 for n, p in params.items():
                     result[n][group] = p.detach() if bad_steps <= MAX_BAD_STEPS else good[n]
             if should_stop is not None and should_stop():
@@ -281,6 +332,9 @@ def fit(
         "interrupted": interrupted,
         "device": str(device),
     }
+    if raced is not None:
+        info["recipe"] = {"lr": raced.lr, "time_scale": raced.time_scale, "race_steps": raced.steps,
+                          "race_seconds": round(raced.seconds, 3), "restarts": raced.restarts}
     module = module.cpu()
     return INR(config, module, {n: p.cpu() for n, p in result.items()}, float(sample_rate), num_samples, channels,
                chunks, info)

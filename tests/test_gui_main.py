@@ -232,7 +232,7 @@ def test_registry_drives_the_choices_and_broken_plugins_are_listed(window, scree
     fit.reload()
     assert "wobble" in [fit.target_box.itemText(i) for i in range(fit.target_box.count())]
     fit.select("wobble")
-    assert fit.preset_box.currentText() == "(defaults)"
+    assert fit.preset_box.currentText() == "(auto recipe)"
     assert {"target.params.partials", "target.params.depth"} <= set(fit.form.fields)
     fit.form.set_value("target.params.partials", 5)
     assert fit.resolved()["target"]["params"] == {"partials": 5}

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QPushButton, QScrollArea, QSpinBox, QTabWidget, QVBoxLayout, QWidget)
 
 from hyperaudio import config as config_mod
+from hyperaudio import recipe
 from hyperaudio.errors import ConfigError
 from hyperaudio.plugins import get_registry
 
@@ -22,7 +23,10 @@ from .forms import TRAIN_SECTIONS, ConfigForm
 # Progress and previews arrive every fit.eval_every steps: 5 gives a few updates a second for the
 # bigger networks (the preset's 25 can mean several seconds between them on a CPU).
 GUI_TWEAKS = {"fit.eval_every": 5}
-NO_PRESET = "(defaults)"
+# No preset: the auto recipe (hyperaudio.recipe), on a budget of minutes rather than the papers'
+# 10,000 steps (hours on a CPU).
+AUTO_TWEAKS = {**GUI_TWEAKS, "fit.seconds": recipe.DEFAULT_SECONDS}
+NO_PRESET = "(auto recipe)"
 
 
 class FitTab(QWidget):
@@ -71,20 +75,21 @@ class FitTab(QWidget):
         presets = [n for n in registry.names("presets") if registry.get("presets", n).obj["target"]["name"] == target]
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
-        self.preset_box.addItems(presets + [NO_PRESET])
-        default = config_mod.quick_preset_for(target)
-        self.preset_box.setCurrentText(default if default in presets else (presets[0] if presets else NO_PRESET))
+        self.preset_box.addItems([NO_PRESET] + presets)
+        self.preset_box.setCurrentText(NO_PRESET)
         self.preset_box.blockSignals(False)
         self._preset_changed(self.preset_box.currentText())
 
     def _preset_changed(self, _preset: str) -> None:
         target = self.target_box.currentText()
         if target:
-            self.form.load(config_mod.resolve(self._preset(), target), tweaks=GUI_TWEAKS)
+            preset = self._preset()
+            self.form.load(config_mod.resolve(preset, target), tweaks=GUI_TWEAKS if preset else AUTO_TWEAKS)
 
-    def _preset(self) -> str | None:
+    def _preset(self) -> str | dict:
+        """The chosen preset's name, or ``{}``: none, the defaults and the auto recipe."""
         preset = self.preset_box.currentText()
-        return None if preset in ("", NO_PRESET) else preset
+        return {} if preset in ("", NO_PRESET) else preset
 
     def select(self, target: str, preset: str | None = None) -> None:
         self.target_box.setCurrentText(target)
