@@ -166,7 +166,7 @@ def cmd_fit(args) -> int:
     cfg = config.resolve(args.preset or {}, args.inr, overrides)  # {}: no preset, the auto recipe
     if cfg["fit"]["recipe"] == "auto" and not cfg["fit"]["seconds"] and not args.steps \
             and not any(o.startswith("fit.steps") for o in overrides):
-        cfg = config.resolve(args.preset or {}, args.inr, overrides + [f"fit.seconds={recipe.DEFAULT_SECONDS}"])
+        cfg["fit"]["seconds"] = recipe.DEFAULT_SECONDS
     x, sr = audio.load(args.input)
     budget = f"{cfg['fit']['seconds']:g} s" if cfg["fit"]["seconds"] else f"{cfg['fit']['steps']} steps"
     print(f"fitting {args.input} ({x.shape[0]} ch, {x.shape[1] / sr:.2f} s at {sr} Hz) with "

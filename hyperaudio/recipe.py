@@ -85,7 +85,6 @@ class RaceResult:
     time_scale: float
     steps: int  # batched race steps taken
     seconds: float
-    l1: dict[str, float]  # "lr=… scale=…" -> L1 over the whole chunk after the race (inf: out)
     restarts: int
 
 
@@ -133,7 +132,6 @@ def race(module: torch.nn.Module, factory: Callable[[], torch.nn.Module], t: tor
     """
     start = time.perf_counter()
     silence = float(target.abs().mean())
-    scores: dict[str, float] = {}
     steps = 0
 
     def keep_going() -> bool:
@@ -144,9 +142,8 @@ def race(module: torch.nn.Module, factory: Callable[[], torch.nn.Module], t: tor
         nonlocal steps
         budget = min(RACE_STEPS, max_steps - steps)
         l1, taken, _ = race_stage(module, init, t, target, lrs, scales, steps=budget, generator=generator,
-                                  keep_going=lambda: keep_going())
+                                  keep_going=keep_going)
         steps += taken
-        scores.update({f"lr={lr:g} scale={s:.3g}": v for lr, s, v in zip(lrs, scales, l1)})
         # Not closer to the sound than silence (or not finite): this candidate learnt nothing.
         return [v if v < 0.98 * silence else math.inf for v in l1]
 
@@ -170,4 +167,4 @@ def race(module: torch.nn.Module, factory: Callable[[], torch.nn.Module], t: tor
         for s, v in zip(RACE_SCALES, others):
             if v < best_l1:
                 scale, best_l1 = s, v
-    return RaceResult(lr, scale, steps, time.perf_counter() - start, scores, restarts)
+    return RaceResult(lr, scale, steps, time.perf_counter() - start, restarts)

@@ -79,11 +79,11 @@ from .data import ClipSet, load_datasets
 from .model import HyperNetwork, build, check_size, save_model
 
 CHECKPOINT = "checkpoint.safetensors"
-BARRIER_SECONDS = 120  # how long a finished rank waits for the others before tearing down
 CHECKPOINT_JSON = "checkpoint.json"
 MODEL = "model.safetensors"
 CHECKPOINT_FORMAT = "hyperaudio.checkpoint"
 CHECKPOINT_VERSION = 1
+BARRIER_SECONDS = 120  # how long a finished rank waits for the others before tearing down
 #: ``train`` settings a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = ("seconds", "checkpoint_every", "val_every", "val_clips", "val_metrics", "log_every",
                      "max_rollbacks")
