@@ -175,6 +175,21 @@ def read_preset_file(path: str | Path) -> dict:
         raise ConfigError(f"preset file {path}: {exc}") from None
 
 
+def dumps_toml(data: dict) -> str:
+    """TOML text of a preset or config (what :func:`read_preset_file` reads back)."""
+    import tomli_w
+
+    # TOML has no null. A None setting (possible from Python, never from a file) is left out, so
+    # it takes its default when read back; None inside a list has no such reading and is refused.
+    def tables(node: dict) -> dict:
+        return {k: tables(v) if isinstance(v, dict) else v for k, v in node.items() if v is not None}
+
+    try:
+        return tomli_w.dumps(tables(data))
+    except TypeError as exc:
+        raise ConfigError(f"cannot write the config as TOML: {exc}") from None
+
+
 def load_preset(name_or_path: str) -> dict:
     """A registered preset by name, or a TOML file by path."""
     from .plugins import RegistryError, get_registry

@@ -15,3 +15,7 @@ class HyaError(HyperaudioError):
 
 class ConfigError(HyperaudioError):
     """A preset or a ``--set`` override is invalid."""
+
+
+class TrainingError(HyperaudioError):
+    """Training could not go on (diverged, or the run folder is not in the state asked for)."""

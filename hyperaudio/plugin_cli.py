@@ -11,11 +11,7 @@ None of the ``plugin`` commands import a plugin in this process: a broken plugin
 from __future__ import annotations
 
 import json
-import math
-import re
 import sys
-
-from .errors import HyperaudioError
 
 KIND_TITLES = {"target_networks": "target networks", "encoders": "encoders", "strategies": "strategies",
                "presets": "presets"}
@@ -221,7 +217,7 @@ def _presets_list(args) -> int:
 
 
 def _presets_show(args) -> int:
-    from .config import load_preset, resolve
+    from .config import dumps_toml, load_preset, resolve
     from .plugin_manager import registry_with_user_presets
 
     registry_with_user_presets()
@@ -236,60 +232,3 @@ def _presets_dir(args) -> int:
     print(user_presets_dir())
     return 0
 
-
-# -- a small TOML writer (tomllib only reads) ------------------------------------------------------
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_SECTION_ORDER = ("preset", "target", "fit", "loss")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _value(str(key))
-
-
-def _value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):  # JSON string escapes are valid TOML basic-string escapes
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    if value is None:
-        raise HyperaudioError("cannot write None as TOML")
-    raise HyperaudioError(f"cannot write {type(value).__name__} as TOML")
-
-
-def dumps_toml(data: dict) -> str:
-    """TOML text for a nested dict of tables, scalars and lists (enough for presets and configs)."""
-    lines: list[str] = []
-
-    def table(prefix: list[str], node: dict) -> None:
-        scalars = {k: v for k, v in node.items() if not isinstance(v, dict) and v is not None}
-        tables = {k: v for k, v in node.items() if isinstance(v, dict)}
-        if prefix and (scalars or not tables):
-            if lines:
-                lines.append("")
-            lines.append("[" + ".".join(_key(p) for p in prefix) + "]")
-        for k, v in scalars.items():
-            lines.append(f"{_key(k)} = {_value(v)}")
-        for k, v in tables.items():
-            table(prefix + [k], v)
-
-    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for k, v in top.items():
-        if v is not None:
-            lines.append(f"{_key(k)} = {_value(v)}")
-    keys = [k for k in _SECTION_ORDER if isinstance(data.get(k), dict)]
-    keys += [k for k, v in data.items() if isinstance(v, dict) and k not in keys]
-    for k in keys:
-        table([k], data[k])
-    return "\n".join(lines) + "\n"

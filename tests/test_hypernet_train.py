@@ -280,3 +280,29 @@ def test_every_hypernetwork_preset_is_within_the_size_bound():
         train_mod.check_hypernet_preset(name)
         count = model_mod.parameter_count(config.resolve(name))
         assert count is not None and 10_000 < count <= model_mod.MAX_PARAMETERS, (name, count)
+
+
+def test_checkpoint_files_round_trip(tmp_path):
+    from hyperaudio.hypernet import checkpoint as ckpt
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    tensors, structure = ckpt.optimizer_to_tensors(optimizer.state_dict())
+    rng_tensors, rng_scalars = ckpt.rng_state()
+    draws = torch.rand(5)
+    tensors.update({f"rng.0.{k}": v for k, v in rng_tensors.items()})
+    ckpt.write_checkpoint(tmp_path, tensors, {"step": 1, "optimizer": structure, "rng": {"0": rng_scalars}})
+    state, back = read_checkpoint(tmp_path)
+    assert json.loads((tmp_path / "checkpoint.json").read_text()) == state and state["step"] == 1
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fresh.load_state_dict(ckpt.optimizer_from_tensors(back, state["optimizer"]))
+    assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    for a, b in zip(fresh.state_dict()["state"].values(), optimizer.state_dict()["state"].values()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ckpt.set_rng_state({k[len("rng.0."):]: v for k, v in back.items() if k.startswith("rng.0.")}, state["rng"]["0"])
+    assert torch.equal(torch.rand(5), draws)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        read_checkpoint(tmp_path / "missing")

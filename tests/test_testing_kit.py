@@ -571,10 +571,22 @@ def test_a_broken_user_preset_is_reported_not_fatal(config_dir, capsys):
 
 
 def test_toml_writer_round_trips():
-    from hyperaudio.plugin_cli import dumps_toml
+    from hyperaudio.config import dumps_toml
 
     data = {"title": 'a "quoted" \\ string', "preset": {"name": "n", "description": "§ ünïcode\ttab"},
             "target": {"name": "x", "params": {"hidden": [1, 2], "omega": 30.0, "flag": True, "empty": []}},
             "fit": {"lr": 1e-05, "big": float("inf")}, "weird key": {"a.b": 1, "nested": {"deep": [[1, 2], ["a"]]}},
             "loss": {}}
     assert tomllib.loads(dumps_toml(data)) == data
+
+
+def test_toml_writer_leaves_out_none_and_refuses_it_in_a_list():
+    from hyperaudio.config import dumps_toml, resolve
+
+    cfg = resolve("debug-standard")
+    assert tomllib.loads(dumps_toml(cfg)) == cfg
+    # A None setting (only possible from Python) is left out, as if never set.
+    with_none = {**cfg, "train": {**cfg["train"], "seed": None}}
+    assert "seed" not in tomllib.loads(dumps_toml(with_none))["train"]
+    with pytest.raises(HyperaudioError, match="TOML"):
+        dumps_toml({"target": {"params": {"hidden": [1, None]}}})
