@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QLineEdit, QSpinBox, QVBoxLayout,
                                QWidget)
 
@@ -40,8 +41,8 @@ def choices(key: str) -> tuple[str, ...] | None:
     return None
 HINTS = {
     "fit.steps": "optimisation steps per group of chunks",
-    "fit.seconds": "wall-clock budget for the whole fit (0 = none)",
-    "fit.target_sisnr": "stop once every chunk reaches this SI-SNR in dB (0 = off)",
+    "fit.seconds": "wall-clock budget for the whole fit (0 = none); the Fit tab's time budget",
+    "fit.target_sisnr": "stop once every chunk reaches this SI-SNR in dB (0 = off); the Fit tab's quality target",
     "fit.eval_every": "report progress and preview every N steps",
 }
 
@@ -99,6 +100,33 @@ class Field:
         else:
             w.setText(toml_literal(value))
 
+    def changed_signal(self):
+        w = self.widget
+        if isinstance(w, QComboBox):
+            return w.currentTextChanged
+        if isinstance(w, QCheckBox):
+            return w.toggled
+        if isinstance(w, QSpinBox):
+            return w.valueChanged
+        return w.textChanged
+
+    def value(self):
+        """The widget's value (ConfigError when a number field holds no number)."""
+        w = self.widget
+        if isinstance(w, QComboBox):
+            return w.currentText()
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QSpinBox):
+            return w.value()
+        text = w.text().strip()
+        if self.kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise ConfigError(f"{self.key}: not a number: {text!r}") from None
+        return text
+
     def literal(self) -> str | None:
         """The widget's value as a TOML literal, or None when it equals the preset's."""
         w = self.widget
@@ -111,10 +139,7 @@ class Field:
             return None if w.value() == self.initial else str(w.value())
         text = w.text().strip()
         if self.kind is float:
-            try:
-                value = float(text)
-            except ValueError:
-                raise ConfigError(f"{self.key}: not a number: {text!r}") from None
+            value = self.value()
             return None if value == self.initial else toml_literal(value)
         if self.kind is str:
             return None if text == self.initial else json.dumps(text)
@@ -125,6 +150,8 @@ class Field:
 
 class ConfigForm(QWidget):
     """Fields for a resolved config; :meth:`overrides` lists what the user changed."""
+
+    changed = Signal(str)  # a field's key, whenever its widget changes (a load emits "")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -159,15 +186,22 @@ class ConfigForm(QWidget):
                 name = f"{section}.{key}"
                 field = Field(name, value, kinds[key])
                 self.fields[name] = field
+                field.changed_signal().connect(lambda *_a, k=name: self.changed.emit(k))
                 form.addRow(key, field.widget)
             self._layout.addWidget(box)
             self._boxes.append(box)
         for key, value in (tweaks or {}).items():
             if key in self.fields:
                 self.fields[key].set(value)
+        self.changed.emit("")
 
     def set_value(self, key: str, value) -> None:
         self.fields[key].set(value)
+
+    def value(self, key: str, default=None):
+        """The current value of ``key``'s field, ``default`` when the form has no such field."""
+        field = self.fields.get(key)
+        return default if field is None else field.value()
 
     def overrides(self) -> list[str]:
         out = []

@@ -6,12 +6,16 @@ registers is offered here. Emits a request signal; the main window builds and qu
 
 from __future__ import annotations
 
+import datetime
+import math
+import re
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QScrollArea, QSpinBox, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QScrollArea, QSpinBox, QTabWidget, QVBoxLayout, QWidget)
 
 from hyperaudio import config as config_mod
 from hyperaudio import recipe
@@ -19,6 +23,7 @@ from hyperaudio.errors import ConfigError
 from hyperaudio.plugins import get_registry
 
 from .forms import TRAIN_SECTIONS, ConfigForm
+from .jobs.panel import recipe_text
 
 # Progress and previews arrive every fit.eval_every steps: 5 gives a few updates a second for the
 # bigger networks (the preset's 25 can mean several seconds between them on a CPU).
@@ -27,9 +32,87 @@ GUI_TWEAKS = {"fit.eval_every": 5}
 # 10,000 steps (hours on a CPU).
 AUTO_TWEAKS = {**GUI_TWEAKS, "fit.seconds": recipe.DEFAULT_SECONDS}
 NO_PRESET = "(auto recipe)"
+# A worker process starts and imports torch before the fit's clock runs: a few seconds on a CPU.
+STARTUP_SECONDS = 5.0
+ETA_REFRESH_MS = 5000  # the "ends by" clock time moves on while the tab waits
+BUDGET_KEYS = ("", "fit.seconds", "fit.target_sisnr", "fit.steps", "fit.recipe")
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour)."""
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def parse_clock(text: str) -> int | None:
+    """Seconds from ``m:ss``, ``h:mm:ss``, ``90``, ``90 s``, ``2 min`` or ``1.5m``; None when it is none of these."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
+        value = 0
+        for part in text.split(":"):
+            value = 60 * value + int(part)
+        return value
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*(s|sec|m|min|h)?", text)
+    if not match:
+        return None
+    unit = {"m": 60, "min": 60, "h": 3600}.get(match.group(2) or "s", 1)
+    return int(round(float(match.group(1)) * unit))
+
+
+class DurationBox(QSpinBox):
+    """Whole seconds, shown and typed as minutes:seconds; 0 shows the special value text (no limit)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(0, 24 * 3600)
+        self.setSingleStep(15)
+        self.setAccelerated(True)
+
+    def textFromValue(self, value: int) -> str:
+        return clock(value)
+
+    def valueFromText(self, text: str) -> int:
+        value = parse_clock(text)
+        return self.value() if value is None else value
+
+    def validate(self, text: str, pos: int):
+        if text == self.specialValueText() or parse_clock(text) is not None:
+            return QValidator.State.Acceptable
+        # Partly typed ("2:", "1.") may still become one.
+        return QValidator.State.Intermediate if re.fullmatch(r"[\d:.\s a-z]*", text.lower()) else QValidator.State.Invalid
+
+
+def eta_text(seconds: float, steps: int, auto: bool, target_sisnr: float, ahead: tuple[float, int] = (0.0, 0),
+             now: datetime.datetime | None = None) -> str:
+    """When a fit started now would end, in words: ``ahead`` is the queue's (seconds, jobs of unknown length)."""
+    wait, unknown = ahead
+    lines = []
+    if seconds > 0:
+        end = (now or datetime.datetime.now()) + datetime.timedelta(seconds=wait + seconds + STARTUP_SECONDS)
+        when = f"Ends by about {end:%H:%M}" if not unknown else f"Runs {clock(seconds)}"
+        lines.append(f"{when}: {clock(seconds)} for the whole sound, every chunk and channel"
+                     + (f", after {clock(wait)} of jobs ahead" if wait and not unknown else "") + ".")
+        if not auto and steps:
+            lines.append(f"Sooner if {steps:,} steps per chunk group come first.")
+        if auto:
+            lines.append(f"The first {clock(seconds * recipe.RACE_FRACTION)} at most choose the learning rate "
+                         "and time scale.")
+    else:
+        lines.append(f"No time limit: {steps:,} steps per chunk group. How long that takes depends on the "
+                     "network and the machine; the job row shows the ETA once it runs.")
+    if target_sisnr:
+        lines.append(f"Stops early once every chunk reaches {target_sisnr:g} dB SI-SNR.")
+    if unknown:
+        lines.append(f"Starts after {unknown} job{'s' if unknown > 1 else ''} ahead of unknown length.")
+    return " ".join(lines)
 
 
 class FitTab(QWidget):
+    """Network, preset, and above the detailed form the two settings a fit is chosen by: a time budget
+    and a quality target. They edit the form's ``fit.seconds`` and ``fit.target_sisnr`` fields,
+    which stay the only copy of those values, so the two can never disagree."""
+
     start = Signal()  # the window resolves the form (and shows what is wrong with it)
 
     def __init__(self, parent=None):
@@ -37,11 +120,35 @@ class FitTab(QWidget):
         self.target_box = QComboBox()
         self.preset_box = QComboBox()
         self.form = ConfigForm()
+        self.budget_box = DurationBox()
+        self.budget_box.setObjectName("budget")
+        self.budget_box.setKeyboardTracking(False)  # "2:30" reaches the form whole, not as 2, 2:3 and 2:30
+        self.budget_box.setToolTip("wall-clock time for the whole fit (minutes:seconds; fit.seconds)")
+        self.quality_box = QDoubleSpinBox()
+        self.quality_box.setObjectName("quality")
+        self.quality_box.setKeyboardTracking(False)
+        self.quality_box.setRange(0.0, 99.0)
+        self.quality_box.setDecimals(1)
+        self.quality_box.setSingleStep(1.0)
+        self.quality_box.setSuffix(" dB")
+        self.quality_box.setSpecialValueText("off: use the whole budget")
+        self.quality_box.setToolTip("stop early once every chunk reaches this SI-SNR (fit.target_sisnr; 0 = off)")
+        self.eta_label = QLabel()
+        self.eta_label.setWordWrap(True)
+        self.recipe_label = QLabel()
+        self.recipe_label.setWordWrap(True)
         self.start_button = QPushButton("Fit selected sound")
         self.start_button.setToolTip("queue a fit of the sound selected in the library")
+        self.queue = None
+        self.choices: dict[str, dict] = {}  # network -> the last race's choice this session, and its fit
+        self._syncing = False
         top = QFormLayout()
         top.addRow("target network", self.target_box)
         top.addRow("preset", self.preset_box)
+        top.addRow("time budget", self.budget_box)
+        top.addRow("stop early at", self.quality_box)
+        top.addRow(self.eta_label)
+        top.addRow(self.recipe_label)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
@@ -52,8 +159,98 @@ class FitTab(QWidget):
         layout.addWidget(self.start_button)
         self.target_box.currentTextChanged.connect(self._target_changed)
         self.preset_box.currentTextChanged.connect(self._preset_changed)
+        self.form.changed.connect(self._form_changed)
+        self.budget_box.valueChanged.connect(lambda v: self._edit("fit.seconds", float(v)))
+        self.quality_box.valueChanged.connect(lambda v: self._edit("fit.target_sisnr", float(v)))
         self.start_button.clicked.connect(lambda: self.start.emit())
+        self._eta_timer = QTimer(self, interval=ETA_REFRESH_MS)
+        self._eta_timer.timeout.connect(self.update_eta)
+        self._eta_timer.start()
         self.reload()
+
+    # -- budget, quality target, ETA -----------------------------------------------------------------
+    def _edit(self, key: str, value: float) -> None:
+        if not self._syncing and key in self.form.fields:
+            self.form.set_value(key, value)
+
+    def _form_changed(self, key: str) -> None:
+        if key not in BUDGET_KEYS:
+            return
+        self._syncing = True
+        try:
+            steps = self.form.value("fit.steps", 0)
+            # A paper preset ("fixed") keeps its step count and no time limit: it is the reproduction
+            # setting, and its 10,000 steps are what the paper's figures need. A budget set here caps
+            # it (the fit ends at whichever comes first); the budget box says which one applies.
+            special = f"none: {steps:,} steps"
+            if self.budget_box.specialValueText() != special:
+                self.budget_box.setSpecialValueText(special)
+            # Only when they differ: setting a box re-renders its text under the user's cursor.
+            for box, name, cast in ((self.budget_box, "fit.seconds", round),
+                                    (self.quality_box, "fit.target_sisnr", float)):
+                try:
+                    value = cast(self.form.value(name, 0.0))
+                except ConfigError:
+                    continue  # being typed in the form: the ETA says what is wrong
+                if box.value() != value:
+                    box.setValue(value)
+        finally:
+            self._syncing = False
+        self.update_eta()
+        self.show_choice()
+
+    def budget(self) -> float:
+        """The fit's time budget in seconds (the form's fit.seconds); ConfigError when it is no number."""
+        return float(self.form.value("fit.seconds", 0.0))
+
+    def update_eta(self) -> None:
+        try:
+            seconds, target = self.budget(), float(self.form.value("fit.target_sisnr", 0.0))
+        except ConfigError as exc:
+            self.eta_label.setText(str(exc))
+            return
+        steps = int(self.form.value("fit.steps", 0))
+        auto = self.form.value("fit.recipe", "auto") == "auto"
+        ahead = self.queue.time_ahead() if self.queue is not None else (0.0, 0)
+        self.eta_label.setText(eta_text(seconds, steps, auto, target, ahead))
+
+    # -- the recipe's choice per network ---------------------------------------------------------
+    def watch(self, queue) -> None:
+        """Follow ``queue``: its jobs delay the ETA, and its fits' races fill :attr:`choices`."""
+        self.queue = queue
+        queue.added.connect(self._job_added)
+        self.update_eta()
+
+    def _job_added(self, job) -> None:
+        if job.kind == "fit":
+            job.succeeded.connect(self._fit_ended)
+        job.changed.connect(lambda _job: self.update_eta())
+
+    def _fit_ended(self, job, result) -> None:
+        info = result.get("info", {}) if isinstance(result, dict) else {}
+        if not info.get("recipe"):
+            return  # a fixed preset: nothing was raced
+        sound = job.context.get("sound")
+        target = job.spec["config"]["target"]["name"]
+        self.choices[target] = {"recipe": info["recipe"], "sisnr": info.get("sisnr"), "budget": job.budget,
+                                "sound": getattr(sound, "name", ""), "job": job.id}
+        self.show_choice()
+
+    def show_choice(self) -> None:
+        target = self.target_box.currentText()
+        if self.form.value("fit.recipe", "auto") != "auto":
+            self.recipe_label.setText("Fixed preset: the learning rate, loss and time scale as written; no race.")
+            return
+        choice = self.choices.get(target)
+        if choice is None:
+            self.recipe_label.setText(f"The recipe races learning rates and time scales for {target} on the "
+                                      "sound itself; its choice shows here after the fit.")
+            return
+        sisnr = choice["sisnr"]
+        result = f" → {sisnr:.1f} dB" if isinstance(sisnr, float) and math.isfinite(sisnr) else ""
+        budget = f", {clock(choice['budget'])}" if choice["budget"] else ""
+        self.recipe_label.setText(f"Last choice for {target} (job #{choice['job']}, {choice['sound']}{budget}): "
+                                  f"{recipe_text(choice['recipe'])}{result}.")
 
     def reload(self) -> None:
         """Fill the choices from the registry (again, after plugins changed)."""
@@ -84,7 +281,18 @@ class FitTab(QWidget):
         target = self.target_box.currentText()
         if target:
             preset = self._preset()
-            self.form.load(config_mod.resolve(preset, target), tweaks=GUI_TWEAKS if preset else AUTO_TWEAKS)
+            tweaks = GUI_TWEAKS if preset else {**AUTO_TWEAKS, **self._kept_budget()}
+            self.form.load(config_mod.resolve(preset, target), tweaks=tweaks)
+
+    def _kept_budget(self) -> dict:
+        """The budget and quality target of the auto-recipe form being replaced: they are the user's
+        choice for the sound, not a network's setting, so trying another network keeps them."""
+        try:
+            if self.form.value("fit.recipe") != "auto":
+                return {}
+            return {"fit.seconds": self.budget(), "fit.target_sisnr": float(self.form.value("fit.target_sisnr", 0.0))}
+        except ConfigError:
+            return {}
 
     def _preset(self) -> str | dict:
         """The chosen preset's name, or ``{}``: none, the defaults and the auto recipe."""

@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.library = LibraryPanel()
         self.new_job = NewJobPanel()
         self.job_panel = JobPanel(self.jobs)
+        self.new_job.fit.watch(self.jobs)  # its ETA waits for the queue; its races fill the recipe display
         self.monitor = ScrollingSpectrogram()
         self.monitor.attach(self.player.tap)
         self.library_dock = self._dock("Library", self.library, Qt.DockWidgetArea.LeftDockWidgetArea)

@@ -21,6 +21,34 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds // 60 % 60:02d}"
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def recipe_text(recipe: dict) -> str:
+    """What the auto recipe's race chose, in a line (``info["recipe"]``)."""
+    lr = f"{recipe['lr']:.0e}".replace("e-0", "e-")  # 3e-3, as the docs write it
+    text = (f"lr {lr}, time scale ×{recipe['time_scale']:g} "
+            f"(raced {recipe.get('race_seconds', 0):.1f} s, {recipe.get('race_steps', 0)} steps)")
+    if recipe.get("restarts"):
+        text += f"; restarted {_times(recipe['restarts'])}: nothing learnt at first"
+    return text
+
+
+def state_text(job: Job) -> str:
+    """The job's state as its row shows it: with what a fit is doing, and a fit that learns nothing."""
+    state = job.state
+    if state == "running" and job.last.get("phase") == "race":
+        state = "choosing lr and time scale"
+    low = job.not_learning()
+    if low is not None:
+        state += f": {'not learning' if job.state in ACTIVE else 'nothing learnt'} (SI-SNR {low:.1f} dB)"
+    restarts = (job.recipe or {}).get("restarts")
+    if restarts:
+        state += f", restarted ×{restarts}" if low is not None else f", restarted ×{restarts}: nothing learnt at first"
+    return f"{state} %p%" if job.state in ("running", "paused", "stopping", "done") else state
+
+
 class JobPanel(QWidget):
     COLUMNS = ("job", "progress", "ETA", "loss", "SI-SNR")
 
@@ -106,6 +134,13 @@ class JobPanel(QWidget):
     def state_text(self, job: Job) -> str:
         return self._bars[job.id].format()
 
+    def _show_state(self, job: Job) -> None:
+        bar, text = self._bars[job.id], state_text(job)
+        if bar.format() != text:
+            bar.setFormat(text)
+            # The state rides in the bar: widen it to show a longer one whole.
+            bar.setMinimumWidth(max(110, bar.fontMetrics().horizontalAdvance(text.replace("%p%", "100%")) + 16))
+
     def selected_job(self) -> Job | None:
         items = self.tree.selectedItems()
         return self._jobs.get(items[0].data(0, Qt.ItemDataRole.UserRole)) if items else None
@@ -130,7 +165,10 @@ class JobPanel(QWidget):
         if item is None:
             return
         bar = self._bars[job.id]
-        bar.setFormat(f"{job.state} %p%" if job.state in ("running", "paused", "stopping", "done") else job.state)
+        self._show_state(job)
+        if job.recipe:
+            item.setToolTip(0, f"{job.title}\nrecipe: {recipe_text(job.recipe)}")
+            bar.setToolTip(f"{state_text(job).replace(' %p%', '')}\nrecipe: {recipe_text(job.recipe)}")
         if job.state == "failed" and job.error:
             item.setToolTip(0, f"{job.title}\n{job.error[0]}")
             item.setForeground(0, Qt.GlobalColor.red)
@@ -148,6 +186,7 @@ class JobPanel(QWidget):
         item = self._items[job.id]
         if job.fraction is not None:
             self._bars[job.id].setValue(int(round(1000 * job.fraction)))
+        self._show_state(job)
         item.setText(2, _duration(job.eta))
         loss, sisnr = job.last.get("loss"), job.last.get("sisnr")
         item.setText(3, "" if loss is None else f"{loss:.4g}")

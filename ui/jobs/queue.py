@@ -11,6 +11,7 @@ one left to the GUI and playback) and starts the next when one ends, whichever w
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import time
 
@@ -24,6 +25,11 @@ _ids = itertools.count(1)
 
 ACTIVE = ("running", "paused", "stopping")
 ENDED = ("done", "stopped", "failed", "cancelled")
+# A fit whose best SI-SNR stays at or below NOT_LEARNING_DB once NOT_LEARNING_AFTER of its chunk
+# group's budget is spent is reported as not learning. 0 dB is what an output no closer to the
+# sound than silence scores; the race is over long before a fifth of the budget.
+NOT_LEARNING_DB = 1.0
+NOT_LEARNING_AFTER = 0.2
 
 
 class Job(QObject):
@@ -50,6 +56,14 @@ class Job(QObject):
         self.lines: list[str] = []
         self._active = 0.0  # seconds spent running (not paused), up to _since
         self._since: float | None = None
+        fit_config = spec.get("config", {}).get("fit", {}) if kind == "fit" else {}
+        self.budget = float(fit_config.get("seconds") or 0.0)  # the fit's wall-clock budget (0 = steps only)
+        # With a time budget the auto recipe has no step budget (hyperaudio.fit); a fixed preset
+        # ends at whichever of the two runs out first.
+        self._steps_too = fit_config.get("recipe", "auto") != "auto" or not self.budget
+        self._elapsed_at: float | None = None  # active_seconds when the worker last said how long the fit ran
+        self._group: int | None = None
+        self._group_best = -math.inf  # best SI-SNR of the chunk group being fitted
 
     # -- timing ------------------------------------------------------------------------------------
     @property
@@ -63,11 +77,36 @@ class Job(QObject):
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, from the running time so far (pauses excluded) and the fraction done."""
-        f = self.fraction
-        if self.state not in ("running", "paused") or not f or f <= 0 or f >= 1:
+        """Seconds left: what is left of a fit's time budget, or else (and when sooner: a fixed
+        preset's steps that run out first) the running time so far (pauses excluded) over the
+        fraction done.
+
+        A time-budgeted fit counts down its budget from the fit's own clock: extrapolating the
+        fraction would also count the worker's start and the recipe's race, which the fit takes out
+        of the budget, and overestimate by that much early on."""
+        if self.state not in ("running", "paused"):
             return None
-        return self.active_seconds * (1 - f) / f
+        left = []
+        f = self.fraction
+        if f and 0 < f < 1 and self._steps_too:
+            left.append(self.active_seconds * (1 - f) / f)
+        if self.budget and self._elapsed_at is not None:
+            spent = float(self.last["elapsed"]) + self.active_seconds - self._elapsed_at
+            left.append(max(self.budget - spent, 0.0))
+        return min(left) if left else None
+
+    def not_learning(self) -> float | None:
+        """The best SI-SNR (dB) of the chunk group being fitted when it is not learning, else None."""
+        groups, group, f = self.last.get("groups", 1), self.last.get("group", 0), self.fraction
+        if self.kind != "fit" or f is None or f * groups - group < NOT_LEARNING_AFTER:
+            return None
+        return self._group_best if -math.inf < self._group_best <= NOT_LEARNING_DB else None
+
+    @property
+    def recipe(self) -> dict | None:
+        """What the auto recipe's race chose (``info["recipe"]``), once the fit has ended."""
+        info = self.result.get("info", {}) if isinstance(self.result, dict) else {}
+        return info.get("recipe")
 
     def _clock(self, running: bool) -> None:
         now = time.perf_counter()
@@ -127,6 +166,13 @@ class Job(QObject):
     # -- reports -----------------------------------------------------------------------------------
     def _on_progress(self, values: dict) -> None:
         self.last.update({k: v for k, v in values.items() if v is not None})
+        if values.get("elapsed") is not None:
+            self._elapsed_at = self.active_seconds
+        if values.get("group") is not None and values["group"] != self._group:
+            self._group, self._group_best = values["group"], -math.inf
+        sisnr = values.get("sisnr")
+        if sisnr is not None and math.isfinite(sisnr):
+            self._group_best = max(self._group_best, float(sisnr))
         if values.get("loss") is not None and values.get("step") is not None:
             self.history["step"].append(float(values["step"]))
             self.history["loss"].append(float(values["loss"]))
@@ -184,6 +230,23 @@ class JobQueue(QObject):
 
     def running(self) -> list[Job]:
         return [j for j in self.jobs if j.state in ACTIVE]
+
+    def time_ahead(self) -> tuple[float, int]:
+        """How long a job submitted now waits before it starts: the seconds known (what is left of
+        the running jobs, the queued fits' budgets) and how many jobs ahead have no estimate."""
+        ahead = [j for j in self.jobs if j.state in ACTIVE or j.state == "queued"]
+        if len(ahead) < self.parallel:
+            return 0.0, 0
+        known, unknown = 0.0, 0
+        for job in ahead:
+            left = job.eta if job.state in ("running", "paused") else 0.0 if job.state == "stopping" else job.budget
+            if left is None and job.budget:  # started, not yet reporting: its whole budget is left
+                left = job.budget
+            if left:
+                known += left
+            elif left is None or job.state == "queued":
+                unknown += 1
+        return known / self.parallel, unknown
 
     def _next(self) -> None:
         while len(self.running()) < self.parallel:

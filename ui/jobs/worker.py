@@ -172,13 +172,18 @@ def fit_job(spec: dict, rep: Reporter) -> dict:
     def callback(progress) -> None:
         rep.wait_if_paused()
         rep.progress(fraction=progress.fraction, step=progress.step, loss=progress.loss, sisnr=progress.sisnr,
-                     group=progress.group, groups=progress.groups, lr=progress.lr, elapsed=progress.elapsed)
+                     group=progress.group, groups=progress.groups, lr=progress.lr, elapsed=progress.elapsed,
+                     phase="fit")
         now = time.perf_counter()
         budget_ok = state["spent"] <= PREVIEW_SHARE * (now - state["start"])
         if now - state["last"] >= PREVIEW_SECONDS and budget_ok and progress.params:
             state["last"] = now
             preview(progress)
 
+    # The fit's clock starts now: the GUI counts a time budget down from here. The auto recipe's
+    # race sends no progress of its own, so say that it is on.
+    rep.progress(force=True, fraction=0.0, elapsed=0.0,
+                 phase="race" if cfg["fit"]["recipe"] == "auto" else "fit")
     with rep.using_clock(fit):
         inr = fit.fit(audio, sr, cfg, progress=False, callback=callback, should_stop=rep.should_stop)
     out = Path(spec["out"])
