@@ -126,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a .hya file")
     p.add_argument("input")
 
+    p = sub.add_parser("compress", help="compress a sound to a bitrate: size, fit, quantise, write a .hya")
+    p.add_argument("input", help="audio file (any format soundfile reads)")
+    p.add_argument("--kbps", type=_positive(float), required=True,
+                   help="the whole file's budget in kb/s of the sound's duration, metadata included")
+    p.add_argument("--seconds", type=_positive(float), help="time budget for fitting and fine-tuning (default: 90)")
+    p.add_argument("--inr", default="siamese-siren", help="network family (default siamese-siren: denoised by "
+                                                          "its two heads on decode)")
+    p.add_argument("--bits", type=int, choices=range(2, 9), metavar="2..8",
+                   help="bit depth (default: chosen for the budget)")
+    p.add_argument("--sr", type=_positive(float), help="fit at this rate (the input is resampled first; render "
+                                                         "still decodes at any rate; default: the input's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("-o", "--output", required=True, help="output .hya file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("quantize", help="quantise an existing .hya (post-training, per-row symmetric, zstd)")
+    p.add_argument("input", help=".hya file with float weights")
+    p.add_argument("--bits", type=int, choices=(8, 6, 4), required=True, help="bit depth")
+    p.add_argument("-o", "--output", required=True, help="output .hya file")
+
     from .plugin_cli import add_commands
 
     COMMANDS.update(add_commands(sub))  # plugin install/uninstall/list/freeze/check, presets list/show/dir
@@ -375,12 +395,56 @@ def cmd_info(args) -> int:
     print(f"native rate: {head.sample_rate:g} Hz, {head.duration:.3f} s, {head.channels} channel(s)")
     print(f"chunks:      {len(head.chunks)} x {head.chunks[0][1]} samples")
     stored = sorted({dtype for name, (dtype, _) in head.tensors.items() if name.startswith("params.")})
-    if stored != [hya.NATIVE_DTYPE]:
+    if head.quantization is not None:
+        q = head.quantization
+        print(f"weights:     {q['bits']}-bit integers with per-row float16 scales, {q['codec']}-coded "
+              "(dequantised to float32 when loaded)")
+    elif stored != [hya.NATIVE_DTYPE]:
         print(f"weights:     {', '.join(stored)} (converted to float32 when loaded)")
+    print(f"bitrate:     {head.kbps:.2f} kb/s ({head.file_bytes:,} bytes over {head.duration:.3f} s)")
     if head.gain != 1.0:
         print(f"gain:        {head.gain:.6g} (output scale: the encoded input was peak-normalised)")
     for key, value in head.info.items():
         print(f"{key + ':':<12} {value}")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from . import audio, compress, config, fit, hya
+
+    out = audio.check_output(args.output, args.input)
+    fit.pick_device(args.device)
+    config.resolve({}, args.inr)  # an unknown network is refused before the sound is read
+    compress.family(args.inr, compress.WIDTHS[0])
+    x, sr = audio.load(args.input)
+    if args.sr and args.sr != sr:
+        x, sr = audio.resample(x, sr, audio.check_rate(args.sr)), args.sr
+    p = compress.plan(args.kbps, x.shape[1], sr, x.shape[0], args.inr, args.bits)  # BudgetError before the fit
+    seconds = args.seconds or compress.DEFAULT_SECONDS
+    print(f"compressing {args.input} ({x.shape[0]} ch, {x.shape[1] / sr:.2f} s at {sr} Hz) to {args.kbps:g} kb/s "
+          f"= {p.budget:,} bytes: {args.inr} {p.params} ({p.parameters:,} parameters x {p.members}) at {p.bits} bits, "
+          f"{seconds:g} s", file=sys.stderr)
+    with _sigterm_interrupts():
+        result = compress.compress(x, sr, args.kbps, seconds=seconds, inr=args.inr, bits=args.bits,
+                                   device=args.device, progress=not args.quiet)
+    _save_or_rescue(lambda r, path: hya.save(r.inr, path, r.packed), result, out, "the compressed sound")
+    print(f"saved {out}: {len(result.data):,} bytes = {result.kbps:.2f} kb/s (budget {args.kbps:g}), "
+          f"{result.bits}-bit weights; SI-SNR {result.info['sisnr']:.2f} dB before denoising "
+          f"(float {result.info['sisnr_float']:.2f} dB)", file=sys.stderr)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from . import audio, compress, hya
+
+    out = audio.check_output(args.output, args.input)
+    if hya.read_header(args.input).quantization is not None:
+        raise UsageError(f"{args.input} is already quantised: quantise the float .hya it came from")
+    inr = hya.load(args.input)
+    packed, data = compress.requantize(inr, args.bits)
+    _save_or_rescue(lambda _r, path: hya.save(inr, path, packed), None, out, "the quantised file")
+    print(f"saved {out}: {len(data):,} bytes = {8 * len(data) / inr.duration / 1000:.2f} kb/s, {args.bits}-bit "
+          f"weights (was {Path(args.input).stat().st_size:,} bytes)", file=sys.stderr)
     return 0
 
 
@@ -483,7 +547,8 @@ def _nothing_learnt(out: Path, interrupted: bool) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "render": cmd_render, "eval": cmd_eval, "list": cmd_list, "info": cmd_info,
-            "demo": cmd_demo, "train": cmd_train, "encode": cmd_encode, "gui": cmd_gui}
+            "demo": cmd_demo, "train": cmd_train, "encode": cmd_encode, "gui": cmd_gui,
+            "compress": cmd_compress, "quantize": cmd_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:

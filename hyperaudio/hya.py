@@ -26,9 +26,17 @@ raises :class:`~hyperaudio.errors.HyaError` with one line. What a valid file hol
 * ``params.<name>`` of shape ``[chunks x channels, *parameter shape]``, ``buffers.<name>`` of the
   buffer's shape, no NaN or infinite value (refused, naming the tensor). Floating tensors other
   than float32 (float16, bfloat16, float64, float8) are converted to the network's float32 with a
-  one-line warning; integer and bool weights are refused (quantised weights with their scales will
-  come as a compression format of their own). A buffer the network keeps in a non-floating type
+  one-line warning; integer and bool weights are refused (quantised weights have a layout of their
+  own, version 2 below). A buffer the network keeps in a non-floating type
   must be stored in that type.
+
+Version 2 files hold quantised weights instead (``hyperaudio compress`` / ``quantize``, issue #17):
+``quant.values`` and ``quant.scales`` in place of ``params.*``, the ``quantization`` field, and a
+``config`` that lists only what differs from :data:`hyperaudio.config.DEFAULTS` (a whole config is
+about a kilobyte, an eighth of a 48 kb/s budget for 1.5 s), merged back over the defaults when
+read. Buffers the network rebuilds identically (an RFF matrix from its seed) are left out. The
+layout and its checks are in :mod:`hyperaudio.quantize`; loading one yields an ordinary float32
+INR, so rendering, playback and ONNX export need nothing else.
 """
 
 from __future__ import annotations
@@ -49,7 +57,9 @@ from .audio import atomic_path, check_rate
 from .errors import AudioError, ConfigError, HyaError
 
 FORMAT = "hyperaudio.hya"
-VERSION = 1
+VERSION = 2  # the newest format this reader supports
+PLAIN_VERSION = 1  # float weights: what readers before quantisation also read
+QUANTIZED_VERSION = 2
 NATIVE_DTYPE = "F32"  # safetensors' names: weights are stored as float32
 CONVERTED_DTYPES = ("F16", "BF16", "F64", "F8_E4M3", "F8_E5M2")  # floating: read, converted, warned about
 
@@ -83,26 +93,56 @@ class INR:
         return self
 
 
-def save(inr: INR, path: str | os.PathLike) -> Path:
+def save(inr: INR, path: str | os.PathLike, packed: tuple[dict, dict] | None = None) -> Path:
+    """Write ``inr`` atomically; ``packed``: the ``(tensors, layout)`` of :func:`hyperaudio.quantize.pack`
+    to store quantised weights instead of ``inr.params`` (a version 2 file)."""
     from safetensors.torch import save_file
 
-    tensors = {f"params.{n}": p.detach().cpu().contiguous() for n, p in inr.params.items()}
-    tensors.update({f"buffers.{n}": b.detach().cpu().contiguous() for n, b in inr.module.named_buffers()})
-    metadata = {
-        "format": FORMAT,
-        "version": str(VERSION),
-        "config": json.dumps(inr.config),
-        "sample_rate": repr(float(inr.sample_rate)),
-        "num_samples": str(int(inr.num_samples)),
-        "channels": str(int(inr.channels)),
-        "chunks": json.dumps([list(map(int, c)) for c in inr.chunks]),
-        "info": json.dumps(inr.info),
-        "gain": repr(float(inr.gain)),
-    }
     path = Path(path)
+    tensors, metadata = _contents(inr, packed)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+def to_bytes(inr: INR, packed: tuple[dict, dict] | None = None) -> bytes:
+    """The bytes :func:`save` writes (so a caller can measure a file before writing it)."""
+    from safetensors.torch import save as serialise
+
+    tensors, metadata = _contents(inr, packed)
+    return serialise(tensors, metadata=metadata)
+
+
+def _contents(inr: INR, packed: tuple[dict, dict] | None) -> tuple[dict, dict]:
+    if packed is None:
+        tensors = {f"params.{n}": p.detach().cpu().contiguous() for n, p in inr.params.items()}
+        tensors.update({f"buffers.{n}": b.detach().cpu().contiguous() for n, b in inr.module.named_buffers()})
+        dumps = json.dumps
+        config = inr.config
+    else:
+        from .quantize import config_delta, rebuilt_buffers
+
+        tensors = dict(packed[0])
+        same = rebuilt_buffers(inr.config, inr.module)
+        tensors.update({f"buffers.{n}": b.detach().cpu().contiguous() for n, b in inr.module.named_buffers()
+                        if n not in same})
+        dumps = lambda value: json.dumps(value, separators=(",", ":"))  # noqa: E731  (every byte counts)
+        config = config_delta(inr.config)
+    metadata = {
+        "format": FORMAT,
+        "version": str(PLAIN_VERSION if packed is None else QUANTIZED_VERSION),
+        "config": dumps(config),
+        "sample_rate": repr(float(inr.sample_rate)),
+        "num_samples": str(int(inr.num_samples)),
+        "channels": str(int(inr.channels)),
+        "chunks": dumps([list(map(int, c)) for c in inr.chunks]),
+        "info": dumps(inr.info),
+    }
+    if packed is None or inr.gain != 1.0:
+        metadata["gain"] = repr(float(inr.gain))
+    if packed is not None:
+        metadata["quantization"] = dumps(packed[1])
+    return tensors, metadata
 
 
 def read_safetensors(path: Path, what: str, error: type[Exception] = HyaError) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -132,6 +172,16 @@ class Header:
     info: dict
     gain: float
     tensors: dict[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype such as "F32", shape)
+    quantization: dict | None = None  # version 2: the checked layout of hyperaudio.quantize
+
+    @property
+    def file_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def kbps(self) -> float:
+        """The file's size over the sound's duration, in kb/s (1000 bits)."""
+        return 8 * self.file_bytes / self.duration / 1000
 
     @property
     def duration(self) -> float:
@@ -144,6 +194,9 @@ class Header:
 
     def parameters_per_member(self) -> int:
         """Parameters of one (chunk, channel), from the stored shapes."""
+        if self.quantization is not None:
+            floats = self.tensors.get("quant.float", ("F32", (0,)))[1][0]
+            return (self.quantization["values"] + floats) // self.members
         return sum(math.prod(shape[1:]) for name, (_, shape) in self.tensors.items() if name.startswith("params."))
 
 
@@ -167,9 +220,26 @@ def read_header(path: str | os.PathLike) -> Header:
         raise HyaError(f"{path}: .hya format version {version} is newer than this hyperaudio supports ({VERSION})")
     num_samples = _integer(path, meta, "num_samples", 1, limits.MAX_SAMPLES)
     channels = _integer(path, meta, "channels", 1, limits.MAX_CHANNELS)
-    header = Header(path, version, _config(path, meta), _rate(path, meta), num_samples, channels,
+    quantized = "quantization" in meta
+    if quantized != (version == QUANTIZED_VERSION):
+        raise _damaged(path, f"version {version} with{'' if quantized else 'out'} a quantization field")
+    config = _config(path, meta)
+    if quantized:
+        from .config import DEFAULTS, _merge
+
+        try:
+            config = _merge(DEFAULTS, config)  # a quantised file stores what differs from the defaults
+        except Exception as exc:  # noqa: BLE001  (types _merge does not expect: checked again by validate)
+            raise _damaged(path, f"config ({type(exc).__name__}: {exc})") from None
+    header = Header(path, version, config, _rate(path, meta), num_samples, channels,
                     _chunks(path, meta, num_samples), _json(path, meta, "info", dict, limits.MAX_JSON_BYTES, "{}"),
                     _gain(path, meta), tensors)
+    if quantized:
+        from .quantize import check_layout
+
+        layout = check_layout(path, _json(path, meta, "quantization", dict, limits.MAX_JSON_BYTES), tensors,
+                              header.members)
+        return Header(**{**header.__dict__, "quantization": layout})
     _check_weights(header)
     return header
 
@@ -337,6 +407,8 @@ def _read_tensors(header: Header, module: nn.Module, warn) -> tuple[dict[str, to
     own = dict(module.named_parameters())
     own_buffers = dict(module.named_buffers())
     shapes = {name: shape for name, (_, shape) in header.tensors.items()}
+    if header.quantization is not None:  # the quantised weights' stand-ins, matched by unpack itself
+        shapes.update({f"params.{n}": (header.members, *p.shape) for n, p in own.items()})
     problems = []
     for name in (n[len("params.") :] for n in shapes if n.startswith("params.")):
         if name not in own:
@@ -352,7 +424,7 @@ def _read_tensors(header: Header, module: nn.Module, warn) -> tuple[dict[str, to
         problems.append(f"missing parameters {missing[:3]}")
     if problems:
         raise HyaError(f"{path}: weights do not match the config: " + "; ".join(problems[:3]))
-    wanted = {f"params.{n}": p.dtype for n, p in own.items()}
+    wanted = {f"params.{n}": p.dtype for n, p in own.items()} if header.quantization is None else {}
     wanted.update({f"buffers.{n}": b.dtype for n, b in own_buffers.items() if f"buffers.{n}" in shapes})
     converted: set[str] = set()
     tensors = {}
@@ -360,6 +432,14 @@ def _read_tensors(header: Header, module: nn.Module, warn) -> tuple[dict[str, to
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for key, dtype in wanted.items():
                 tensors[key] = _checked(path, key, f.get_tensor(key), dtype, converted)
+            if header.quantization is not None:
+                from .quantize import unpack
+
+                floats = f.get_tensor("quant.float") if "quant.float" in header.tensors else None
+                unpacked = unpack(path, header.quantization, f.get_tensor("quant.values"),
+                                  f.get_tensor("quant.scales"), floats, {n: p.shape for n, p in own.items()},
+                                  header.members)
+                tensors.update({f"params.{n}": p for n, p in unpacked.items()})
     except HyaError:
         raise
     except Exception as exc:  # data that does not decode (truncated after the header, unknown dtype)

@@ -50,6 +50,10 @@ MAX_WIDTH = 4096
 # A resolved config is about 2 KB and a fit's info a few hundred bytes; 1 MiB of JSON each bounds
 # what parsing a hostile header can allocate.
 MAX_JSON_BYTES = 1 << 20
+# Quantised weights (hyperaudio.quantize) are one zstd frame that expands to one byte per weight;
+# 2^28 (256M weights, 1 GiB once dequantised to float32) is eight MAX_PARAMETERS networks, and keeps a
+# frame that claims more from deciding what the reader allocates.
+MAX_QUANT_VALUES = 1 << 28
 # A "[start, length], " entry takes at most 28 characters with numbers up to MAX_SAMPLES.
 MAX_CHUNKS_JSON_BYTES = MAX_CHUNKS * 32
 

@@ -19,7 +19,7 @@ from hyperaudio import hya, metrics, render
 from hyperaudio.errors import ConfigError, HyperaudioError
 from hyperaudio.plugins import get_registry
 
-from . import export
+from . import compress_dialog, export
 from .errors import show_error, show_exception
 from .job_setup import NewJobPanel
 from .jobs.panel import JobPanel
@@ -125,6 +125,7 @@ class MainWindow(QMainWindow):
         self._action(export_menu, "INR as &ONNX…", self.export_onnx_dialog)
         self._action(export_menu, "Views as &PNG…", self.export_png_dialog)
         self._action(export_menu, "Metrics &report…", self.export_report_dialog)
+        self._action(file, "Export &compressed…", lambda: compress_dialog.open_dialog(self))
         file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         jobs = bar.addMenu("&Jobs")

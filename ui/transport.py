@@ -99,6 +99,7 @@ class Player(QObject):
 
     started = Signal()
     stopped = Signal()
+    sources_changed = Signal()
     position = Signal(object)  # seconds, or None when stopped
     failed = Signal(str)
 
@@ -121,6 +122,7 @@ class Player(QObject):
         a = (original, sample_rate) if original is not None else None
         current = self._current()
         self.sources = {"A": a, "B": inr}
+        self.sources_changed.emit()
         if self.playing and self._current() is not current and not _same(self._current(), current):
             self.stop()
 
@@ -291,6 +293,7 @@ class TransportBar(QWidget):
         player.started.connect(lambda: self._playing(True))
         player.stopped.connect(lambda: self._playing(False))
         player.position.connect(self._show_position)
+        player.sources_changed.connect(self._label_b)
         self.device_problem: str | None = None
         self.refresh_devices()
 
@@ -321,6 +324,12 @@ class TransportBar(QWidget):
         rate = parse_rate(text)
         if rate is not False:
             self.player.set_rate(rate)
+
+    def _label_b(self) -> None:
+        """B names what it plays: a compressed file says so, and at what bitrate (issue #17)."""
+        inr = self.player.sources.get("B")
+        compressed = getattr(inr, "info", {}).get("compressed") if inr is not None else None
+        self.b_button.setText(f"B: compressed ({compressed.split(', budget ')[-1]})" if compressed else "B: INR")
 
     def _playing(self, on: bool) -> None:
         self.play_button.setText("■ Stop" if on else "▶ Play")

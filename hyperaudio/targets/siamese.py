@@ -68,12 +68,14 @@ class SiameseSIREN(nn.Module):
     def postprocess(self, y: np.ndarray, sr: float) -> np.ndarray:
         """Denoise head 0 with the heads' difference as the noise estimate: ``[2, M]`` -> ``[M]``.
 
-        Signals shorter than one noise-reduction window (1024 samples) are returned as head 0.
+        Signals shorter than one noise-reduction window (1024 samples) are returned as head 0, and
+        so is every signal when ``noise_alpha`` is 0 (a compressed file whose encoder measured that
+        denoising did not help, :mod:`hyperaudio.compress`).
         """
+        y = np.asarray(y, dtype=np.float32)
+        if y.shape[-1] < self.min_postprocess_samples or self.noise_alpha == 0:
+            return y[0].copy()
         import noisereduce
 
-        y = np.asarray(y, dtype=np.float32)
-        if y.shape[-1] < self.min_postprocess_samples:
-            return y[0].copy()
         noise = self.noise_alpha * (y[0] - y[1])
         return noisereduce.reduce_noise(y=y[0], sr=sr, y_noise=noise, stationary=True).astype(np.float32)
