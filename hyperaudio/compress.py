@@ -123,11 +123,8 @@ def plan(kbps: float, num_samples: int, sr: float, channels: int = 1, inr: str =
         need = overhead + math.ceil(members * count * BITS_PER_WEIGHT[min(depths)] / 8)
         raise BudgetError(f"{kbps:g} kb/s is {budget:,} bytes for {num_samples / sr:.2f} s; the smallest "
                           f"{inr} ({count:,} parameters at {min(depths)} bits) needs about {need:,}: raise --kbps")
-    if bits is None:
+    if bits is None:  # fewer bits always fit a larger network, so the rule never picks a depth that fits nothing
         bits = choose_bits({b: (v[2] if v else 0) for b, v in fits.items()})
-        while fits[bits] is None:  # the rule's depth fits nothing: the next lower that does
-            bits = next(b for b in depths if fits[b] is not None and b < bits) if any(
-                fits[b] and b < bits for b in depths) else max(b for b in depths if fits[b])
     width, params, count, estimate = fits[bits]
     return Plan(inr, width, params, bits, count, members, estimate, budget)
 

@@ -104,3 +104,33 @@ def test_quantised_siamese_file_exports_to_onnx(tmp_path):
     path = hya.save(inr, tmp_path / "q.hya", quantize.pack(inr.params, [n for n, _ in inr.module.named_parameters()], 6))
     assert cli.main(["export", str(path), "-o", str(tmp_path / "q.onnx")]) == 0
     assert (tmp_path / "q.onnx").stat().st_size > 0
+
+
+def test_compress_command_refuses_bad_input_before_any_work(tmp_path, capsys):
+    src = tmp_path / "speech.wav"
+    sf.write(str(src), speechlike(SR, 0.6), SR)
+    nan = tmp_path / "nan.wav"
+    sf.write(str(nan), np.full(4000, np.nan, np.float32), SR, subtype="FLOAT")
+    out = tmp_path / "c.hya"
+    cases = [
+        (["compress", str(tmp_path / "missing.wav"), "--kbps", "24", "-o", str(out)], "missing.wav"),
+        (["compress", str(src), "--kbps", "24", "-o", str(src)], "speech.wav"),
+        (["compress", str(src), "--kbps", "-3", "-o", str(out)], "must be positive"),
+        (["compress", str(src), "--kbps", "24", "--inr", "kan", "-o", str(out)], "compress sizes"),
+        (["compress", str(src), "--kbps", "24", "--inr", "nosuch", "-o", str(out)], "nosuch"),
+        (["compress", str(src), "--kbps", "24", "--sr", "5", "-o", str(out)], "unsupported sample rate"),
+        (["compress", str(nan), "--kbps", "24", "-o", str(out)], "NaN"),
+        (["quantize", str(src), "--bits", "8", "-o", str(out)], "not a valid .hya"),
+        (["quantize", str(src), "--bits", "5", "-o", str(out)], "invalid choice"),
+    ]
+    for args, match in cases:
+        capsys.readouterr()
+        try:
+            status = cli.main(args)
+        except SystemExit as exc:  # argparse's usage errors
+            status = exc.code
+        assert status == 2, args
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("hyperaudio: error:")]
+        assert len(lines) == 1 and match in lines[0] and "Traceback" not in err, (args, err)
+    assert not out.exists() and sf.info(str(src)).frames == int(0.6 * SR)
