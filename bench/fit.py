@@ -22,22 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperaudio import audio, config, fit, metrics, render
+from bench_clips import clips
+from hyperaudio import config, fit, metrics, render
 from hyperaudio.functional import count_parameters
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 ALL_INRS = ["kan", "nerf", "siren", "rff", "finer", "wire", "siamese-siren", "film-siren"]
-
-
-def clips(folder: Path, sr: int, samples: int, limit: int):
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
-    for path in files:
-        x, rate = audio.load(path)
-        x = audio.resample(audio.to_mono(x), rate, sr)[0]
-        start = int(np.argmax(np.abs(x) > 0.02 * np.abs(x).max()))  # skip leading silence
-        x = x[start : start + samples]
-        x = np.pad(x, (0, samples - len(x)))
-        yield path.name, (0.9 * x / max(np.abs(x).max(), 1e-6)).astype(np.float32)
 
 
 def main() -> int:
@@ -67,7 +56,7 @@ def main() -> int:
     keep_freed_memory()  # as the hyperaudio CLI does
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    data = list(clips(args.folder, args.sr, args.samples, args.clips))
+    data = [(path.name, x) for path, x in clips(args.folder, args.sr, args.samples, args.clips)]
     names = args.metrics.split(",")
     rates = [float(r) for r in args.render_rates.split(",") if r]
     runs = ([(p, p, None) for p in args.presets.split(",")] if args.presets

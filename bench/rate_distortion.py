@@ -36,25 +36,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_clips import clips
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 FIELDS = ["clip", "kind", "codec", "target_kbps", "kbps", "bytes", "within_budget", "pesq", "visqol", "lsd",
           "si_snr", "encode_s", "decode_s", "decode48_s", "bits", "parameters", "float_si_snr", "quant_si_snr",
           "noise_alpha"]
 CODECS = ("hyperaudio", "opus", "mp3", "flac")
-
-
-def clips(folder: Path, sr: int, samples: int, limit: int):
-    from hyperaudio import audio
-
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
-    for path in files:
-        x, rate = audio.load(path)
-        x = audio.resample(audio.to_mono(x), rate, sr)[0]
-        start = int(np.argmax(np.abs(x) > 0.02 * np.abs(x).max()))  # skip leading silence
-        x = x[start : start + samples]
-        x = np.pad(x, (0, samples - len(x)))
-        yield path.stem, (0.9 * x / max(np.abs(x).max(), 1e-6)).astype(np.float32)
 
 
 def align(ref: np.ndarray, est: np.ndarray, max_lag: int = 4096) -> np.ndarray:
@@ -248,7 +235,7 @@ def main() -> int:
     codecs = [c.strip() for c in args.codecs.split(",")]
     files = args.output / "files"
     files.mkdir(parents=True, exist_ok=True)
-    data = list(clips(args.folder, args.sr, args.samples, args.limit))
+    data = [(path.stem, x) for path, x in clips(args.folder, args.sr, args.samples, args.limit)]
     if not data:
         ap.error(f"{args.folder}: no audio files")
     rows: list[dict] = []
