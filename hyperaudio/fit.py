@@ -52,6 +52,9 @@ class FitProgress:
     lr: float
     params: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # current group, detached
     members: list[int] = field(default_factory=list)
+    # The network ``params`` belong to: the auto recipe's time scale and encoding are in it, not in
+    # the config the fit was called with.
+    module: torch.nn.Module | None = field(repr=False, default=None)
 
 
 class DeviceError(HyperaudioError):
@@ -185,7 +188,7 @@ def fit(
             max_seconds=seconds * recipe.RACE_FRACTION, generator=draws, should_stop=should_stop,
             max_steps=max(1, int(steps * recipe.RACE_FRACTION)) if seconds <= 0 else 1 << 30)
         config = _with_time_scale(config, raced.time_scale)
-        module = build_target(config).to(device)
+        module = recipe.set_buffers(build_target(config).to(device), raced.buffers)
         seconds = max(seconds - raced.seconds, 1e-12) if seconds > 0 else 0.0  # spent: no step
     if auto and seconds > 0:
         steps = 1 << 62  # the auto recipe's budget is fit.seconds when set, else fit.steps
@@ -298,7 +301,7 @@ def fit(
                     if callback is not None:
                         callback(
                             FitProgress(overall, gi, len(groups), step, last_loss, last_sisnr,
-                                        time.perf_counter() - start, lr, dict(good), list(group))
+                                        time.perf_counter() - start, lr, dict(good), list(group), module)
                         )
                     if target_sisnr and float(scores.min()) >= target_sisnr:
                         break
@@ -334,7 +337,8 @@ def fit(
     }
     if raced is not None:
         info["recipe"] = {"lr": raced.lr, "time_scale": raced.time_scale, "race_steps": raced.steps,
-                          "race_seconds": round(raced.seconds, 3), "restarts": raced.restarts}
+                          "race_seconds": round(raced.seconds, 3), "restarts": raced.restarts,
+                          "spectral_encoding": bool(raced.buffers)}
     module = module.cpu()
     return INR(config, module, {n: p.cpu() for n, p in result.items()}, float(sample_rate), num_samples, channels,
                chunks, info)

@@ -8,9 +8,11 @@ both on the sound itself, then spends the budget in two phases (:func:`hyperaudi
 1. **Race.** Candidate settings start from the same initialisation and take a few steps side by
    side, in one batched call, on the loudest chunk. First the learning rates of
    :data:`RACE_LRS` (at time scale 1), then the time scales of :data:`RACE_SCALES` at the winning
-   rate. The lowest L1 over the whole chunk wins. A candidate that is no closer to the sound than
-   silence is out. If all are out, the race restarts from another initialisation: a fit that is
-   not learning is caught at once instead of running to the end of its budget.
+   rate and, for a network with a NeRF positional encoding, the sound's partials in that encoding
+   (:func:`spectral_encoding`). The lowest L1 over the whole chunk wins. A candidate that is no
+   closer to the sound than silence is out. If all are out, the race restarts from another initialisation (with the
+   spectral encoding, or a spectrum-matched time scale): a fit that is not learning is caught at
+   once instead of running to the end of its budget.
 2. **Waveform phase.** L1 on :data:`BATCH_SAMPLES` random samples per step (an unbiased estimate
    of the whole chunk's L1, several times cheaper), cosine-decayed learning rate.
 3. **Spectrum phase**, from :data:`STFT_FROM` of the budget. L1 plus :data:`STFT_WEIGHT` times
@@ -33,12 +35,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .functional import call_batched, fresh_parameters
+from .targets.encoding import PositionalEncoding
 
 #: Learning rates raced first: SIREN-like networks want 1e-4 to 3e-4, ReLU ones 3e-3 to 1e-2.
 RACE_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -47,7 +51,7 @@ RACE_SCALES = (4.0, 16.0)
 RACE_STEPS = 60  # steps per stage
 RACE_SAMPLES = 4096  # random samples per race step
 RACE_FRACTION = 0.15  # at most this share of the budget goes to the race
-RACE_RESTARTS = 2  # new, spectrum-matched initialisations tried when no learning rate beats silence
+RACE_RESTARTS = 2  # new initialisations tried when no learning rate beats silence
 MAX_SCALE = 64.0
 DEFAULT_SECONDS = 120.0  # the CLI's and the app's budget when none is given
 BATCH_SAMPLES = 8192
@@ -79,6 +83,47 @@ def spectrum_matched_scale(module: torch.nn.Module, init: dict[str, torch.Tensor
     return float(min(max(wanted / max(produced, 1.0 / t.shape[0]), 1.0), MAX_SCALE))
 
 
+def spectral_peaks(x: torch.Tensor, count: int) -> torch.Tensor:
+    """Angular frequencies, in radians per unit of ``t`` on :func:`hyperaudio.fit.time_grid`, of the
+    ``count`` strongest peaks of the spectrum of ``x`` (``[N]``), ascending. Peaks are local maxima
+    over ``N / 512`` bins (43 Hz at 32768 samples and 22.05 kHz), so one partial counts once."""
+    n = x.shape[0]
+    power = torch.fft.rfft((x - x.mean()) * torch.hann_window(n, dtype=x.dtype, device=x.device)).abs().pow(2)
+    reach = max(1, n // 1024)
+    pooled = F.max_pool1d(power.view(1, 1, -1), 2 * reach + 1, stride=1, padding=reach).view(-1)
+    peaks = torch.nonzero((power == pooled) & (power > 0)).view(-1)
+    peaks = peaks[peaks > 0]  # not DC
+    top = peaks[power[peaks].argsort(descending=True)[:count]]
+    # Bin k is k cycles per N samples; the grid spans 2 units of t in N - 1 steps.
+    return torch.sort(top.to(torch.float64) * math.pi * (n - 1) / n).values.to(x.dtype)
+
+
+def spectral_encoding(module: torch.nn.Module, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """New frequencies for every NeRF positional encoding in ``module`` (``{buffer name: [L]}``, empty
+    when it has none): the lower half of its octaves, which shape the envelope, and the strongest
+    partials of ``target`` in place of the upper half.
+
+    An octave ladder can only make a partial that falls between two of its rungs by intermodulation,
+    which gradient descent does not find: KAN and NeRF learnt nothing of a struck bell (partials at
+    1.3, 3.5, 4.3, 6.7 and 10.4 kHz) at any learning rate or time scale. The frequencies are
+    buffers, so the ``.hya`` file, rendering and ONNX export carry them."""
+    found = {}
+    for name, encoding in module.named_modules():
+        if isinstance(encoding, PositionalEncoding):
+            octaves = torch.sort(encoding.frequencies).values
+            peaks = spectral_peaks(target.to(octaves.dtype), octaves.numel() // 2).to(octaves.device)
+            keep = octaves[: octaves.numel() - peaks.numel()]
+            found[f"{name}.frequencies" if name else "frequencies"] = torch.cat((keep, peaks))
+    return found
+
+
+def set_buffers(module: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> torch.nn.Module:
+    with torch.no_grad():
+        for name, value in buffers.items():
+            module.get_buffer(name).copy_(value)
+    return module
+
+
 @dataclass
 class RaceResult:
     lr: float
@@ -86,6 +131,8 @@ class RaceResult:
     steps: int  # batched race steps taken
     seconds: float
     restarts: int
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)  # spectral encoding, when chosen
+
 
 
 def race_stage(module: torch.nn.Module, init: dict[str, torch.Tensor], t: torch.Tensor, target: torch.Tensor,
@@ -150,21 +197,34 @@ def race(module: torch.nn.Module, factory: Callable[[], torch.nn.Module], t: tor
     init = fresh_parameters(factory, 1)
     scale = 1.0
     lrs = stage(RACE_LRS, [scale] * len(RACE_LRS), init)
-    restarts = 0
+    restarts, buffers = 0, {}
+    spectral = spectral_encoding(module, target)
+    octaves = {name: module.get_buffer(name).clone() for name in spectral}
     while min(lrs) == math.inf and restarts < RACE_RESTARTS and keep_going():
         # Nothing learnt: most often the sound's energy lies far above what the network produces at
-        # its initialisation (a bell's 6.7 kHz partial). Start again from a new initialisation
-        # whose output spectrum is stretched onto the sound's.
+        # its initialisation (a bell's 6.7 kHz partial). Start again from a new initialisation: with
+        # the sound's partials in the network's positional encoding where it has one, else with
+        # its output spectrum stretched onto the sound's.
         restarts += 1
         init = fresh_parameters(factory, 1)
-        scale = spectrum_matched_scale(module, init, t, target)
+        buffers = spectral if spectral and not buffers else {}
+        set_buffers(module, buffers or octaves)
+        scale = 1.0 if buffers else spectrum_matched_scale(module, init, t, target)
         lrs = stage(RACE_LRS, [scale] * len(RACE_LRS), init)
     best = min(range(len(lrs)), key=lrs.__getitem__)
     lr, best_l1 = RACE_LRS[best], lrs[best]
-    if scale == 1.0 and best_l1 < math.inf and keep_going():
+    if scale == 1.0 and not buffers and best_l1 < math.inf and keep_going():
         # The scales start from the initialisation the winning rate had.
         others = stage([lr] * len(RACE_SCALES), RACE_SCALES, init)
         for s, v in zip(RACE_SCALES, others):
             if v < best_l1:
                 scale, best_l1 = s, v
-    return RaceResult(lr, scale, steps, time.perf_counter() - start, restarts)
+        if spectral and keep_going():
+            # The sound's partials in the encoding race too, at the winning rate and its neighbours.
+            near = RACE_LRS[max(best - 1, 0): best + 2]
+            set_buffers(module, spectral)
+            for r, v in zip(near, stage(near, [1.0] * len(near), init)):
+                if v < best_l1:
+                    lr, scale, buffers, best_l1 = r, 1.0, spectral, v
+            set_buffers(module, buffers or octaves)
+    return RaceResult(lr, scale, steps, time.perf_counter() - start, restarts, buffers)

@@ -32,6 +32,8 @@ def recipe_text(recipe: dict) -> str:
             f"(raced {recipe.get('race_seconds', 0):.1f} s, {recipe.get('race_steps', 0)} steps)")
     if recipe.get("restarts"):
         text += f"; restarted {_times(recipe['restarts'])}: nothing learnt at first"
+    if recipe.get("spectral_encoding"):
+        text += "; the sound's partials put into its positional encoding"
     return text
 
 

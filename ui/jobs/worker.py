@@ -160,7 +160,7 @@ def fit_job(spec: dict, rep: Reporter) -> dict:
         length = chunks[0][1]
         t = grids.setdefault(length, fit.time_grid(length))
         with torch.no_grad():
-            y = call_batched(module, progress.params, t)[..., 0].numpy()  # [B, L]: the first head, as playback
+            y = call_batched(progress.module or module, progress.params, t)[..., 0].numpy()  # [B, L]: the first head, as playback
         segments = []
         for row, member in enumerate(progress.members):
             chunk, channel = divmod(member, channels)
