@@ -127,7 +127,8 @@ def markdown(results: list[dict], names: list[str], threshold: float) -> str:
     out = []
     for budget in dict.fromkeys(r["budget"] for r in results):
         out += [f"### {budget:g} s per fit", "",
-                f"Each cell: {' / '.join(names)}; in brackets the seconds to {threshold:g} dB SI-SNR (- not reached).", "",
+                f"Each cell: {' / '.join(names)}; in brackets the seconds to {threshold:g} dB SI-SNR "
+                "(- not reached).", "",
                 "| network | " + " | ".join(Path(c).stem for c in clip_names) + " |",
                 "|---|" + "---|" * len(clip_names)]
         for label in dict.fromkeys(r["inr"] for r in results):

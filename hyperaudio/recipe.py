@@ -10,9 +10,9 @@ both on the sound itself, then spends the budget in two phases (:func:`hyperaudi
    :data:`RACE_LRS` (at time scale 1), then the time scales of :data:`RACE_SCALES` at the winning
    rate and, for a network with a NeRF positional encoding, the sound's partials in that encoding
    (:func:`spectral_encoding`). The lowest L1 over the whole chunk wins. A candidate that is no
-   closer to the sound than silence is out. If all are out, the race restarts from another initialisation (with the
-   spectral encoding, or a spectrum-matched time scale): a fit that is not learning is caught at
-   once instead of running to the end of its budget.
+   closer to the sound than silence is out. If all are out, the race restarts from another
+   initialisation (with the spectral encoding, or a spectrum-matched time scale): a fit that is
+   not learning is caught at once instead of running to the end of its budget.
 2. **Waveform phase.** L1 on :data:`BATCH_SAMPLES` random samples per step (an unbiased estimate
    of the whole chunk's L1, several times cheaper), cosine-decayed learning rate.
 3. **Spectrum phase**, from :data:`STFT_FROM` of the budget. L1 plus :data:`STFT_WEIGHT` times
@@ -132,7 +132,6 @@ class RaceResult:
     seconds: float
     restarts: int
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)  # spectral encoding, when chosen
-
 
 
 def race_stage(module: torch.nn.Module, init: dict[str, torch.Tensor], t: torch.Tensor, target: torch.Tensor,
