@@ -8,8 +8,8 @@ both on the sound itself, then spends the budget in two phases (:func:`hyperaudi
 1. **Race.** Candidate settings start from the same initialisation and take a few steps side by
    side, in one batched call, on the loudest chunk. First the learning rates of
    :data:`RACE_LRS` (at time scale 1), then the time scales of :data:`RACE_SCALES` at the winning
-   rate and, for a network with a NeRF positional encoding, the sound's partials in that encoding
-   (:func:`spectral_encoding`). The lowest L1 over the whole chunk wins. A candidate that is no
+   rate and, for a network with a NeRF positional encoding or random Fourier features, the
+   sound's partials in that encoding (:func:`spectral_encoding`). The lowest L1 over the whole chunk wins. A candidate that is no
    closer to the sound than silence is out. If all are out, the race restarts from another
    initialisation (with the spectral encoding, or a spectrum-matched time scale): a fit that is
    not learning is caught at once instead of running to the end of its budget.
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .functional import call_batched, fresh_parameters
-from .targets.encoding import PositionalEncoding
+from .targets.encoding import FourierFeatures, PositionalEncoding
 
 #: Learning rates raced first: SIREN-like networks want 1e-4 to 3e-4, ReLU ones 3e-3 to 1e-2.
 RACE_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -99,9 +99,10 @@ def spectral_peaks(x: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def spectral_encoding(module: torch.nn.Module, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """New frequencies for every NeRF positional encoding in ``module`` (``{buffer name: [L]}``, empty
-    when it has none): the lower half of its octaves, which shape the envelope, and the strongest
-    partials of ``target`` in place of the upper half.
+    """New frequencies for every NeRF positional encoding and random Fourier features in ``module``
+    (``{buffer name: tensor}``, empty when it has none): the lower half of its octaves (or of ``B``,
+    by magnitude), which shape the envelope, and the strongest partials of ``target`` in place of
+    the upper half.
 
     An octave ladder can only make a partial that falls between two of its rungs by intermodulation,
     which gradient descent does not find: KAN and NeRF learnt nothing of a struck bell (partials at
@@ -109,11 +110,21 @@ def spectral_encoding(module: torch.nn.Module, target: torch.Tensor) -> dict[str
     buffers, so the ``.hya`` file, rendering and ONNX export carry them."""
     found = {}
     for name, encoding in module.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(encoding, PositionalEncoding):
             octaves = torch.sort(encoding.frequencies).values
             peaks = spectral_peaks(target.to(octaves.dtype), octaves.numel() // 2).to(octaves.device)
             keep = octaves[: octaves.numel() - peaks.numel()]
-            found[f"{name}.frequencies" if name else "frequencies"] = torch.cat((keep, peaks))
+            found[prefix + "frequencies"] = torch.cat((keep, peaks))
+        elif isinstance(encoding, FourierFeatures):
+            # Random Fourier features (RFF): the same for the half of B farthest from 0, in cycles
+            # per unit of t; the Gaussian's low half keeps the envelope.
+            b = encoding.B.view(-1)
+            order = b.abs().argsort()
+            peaks = spectral_peaks(target.to(b.dtype), b.numel() // 2).to(b.device) / (2 * math.pi)
+            new = b.clone()
+            new[order[b.numel() - peaks.numel():]] = peaks
+            found[prefix + "B"] = new.view_as(encoding.B)
     return found
 
 

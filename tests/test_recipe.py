@@ -133,6 +133,22 @@ def test_spectral_peaks_are_the_strongest_partials():
     np.testing.assert_allclose(hz.numpy(), [440.0, 1700.0, 2900.0], atol=2 * SR / n)
 
 
+def test_random_fourier_features_get_the_sounds_partials_in_their_upper_half():
+    """RFF's B (cycles per unit of t): the half nearest 0 stays, the rest becomes the partials."""
+    n = 4096
+    x = torch.from_numpy(tones(n, freqs=(2900.0, 1730.0)))
+    cfg = config.resolve({}, "rff", ["target.params.num_features=8", "target.params.hidden=[16]"])
+    module = config.build_target(cfg)
+    b = module.encoding.B.view(-1)
+    new = recipe.spectral_encoding(module, x)["encoding.B"].view(-1)
+    low = b.abs().argsort()[:4]
+    torch.testing.assert_close(new[low], b[low])
+    placed = torch.sort(new[b.abs().argsort()[4:]]).values
+    torch.testing.assert_close(placed, recipe.spectral_peaks(x, 4) / (2 * np.pi))
+    hz = placed.double().numpy() * 2 / (n - 1) * SR
+    assert all(np.abs(hz - f).min() < 2 * SR / n for f in (1730.0, 2900.0))
+
+
 def test_an_octave_encoding_gets_the_sounds_partials_when_nothing_learns(tmp_path):
     """A NeRF positional encoding can only reach a partial between its octaves by intermodulation
     (a struck bell: KAN and NeRF learnt nothing). The race restarts with the sound's partials in the
