@@ -9,10 +9,11 @@ both on the sound itself, then spends the budget in two phases (:func:`hyperaudi
    side, in one batched call, on the loudest chunk. First the learning rates of
    :data:`RACE_LRS` (at time scale 1), then the time scales of :data:`RACE_SCALES` at the winning
    rate and, for a network with a NeRF positional encoding or random Fourier features, the
-   sound's partials in that encoding (:func:`spectral_encoding`). The lowest L1 over the whole chunk wins. A candidate that is no
-   closer to the sound than silence is out. If all are out, the race restarts from another
-   initialisation (with the spectral encoding, or a spectrum-matched time scale): a fit that is
-   not learning is caught at once instead of running to the end of its budget.
+   sound's partials in that encoding (:func:`spectral_encoding`). The lowest L1 over the whole
+   chunk wins. A candidate that is no closer to the sound than silence is out. If all are out, the
+   race restarts from another initialisation (with the spectral encoding, or a spectrum-matched
+   time scale): a fit that is not learning is caught at once instead of running to the end of its
+   budget.
 2. **Waveform phase.** L1 on :data:`BATCH_SAMPLES` random samples per step (an unbiased estimate
    of the whole chunk's L1, several times cheaper), cosine-decayed learning rate.
 3. **Spectrum phase**, from :data:`STFT_FROM` of the budget. L1 plus :data:`STFT_WEIGHT` times
@@ -98,6 +99,17 @@ def spectral_peaks(x: torch.Tensor, count: int) -> torch.Tensor:
     return torch.sort(top.to(torch.float64) * math.pi * (n - 1) / n).values.to(x.dtype)
 
 
+def with_partials(frequencies: torch.Tensor, target: torch.Tensor, radians_per_unit: float) -> torch.Tensor:
+    """``frequencies`` with its half farthest from 0 replaced by the strongest partials of
+    ``target``, in the encoding's unit (``radians_per_unit`` radians); the half nearest 0 (the low
+    octaves, or the Gaussian's low half of RFF's ``B``) keeps the envelope."""
+    flat = frequencies.reshape(-1)
+    peaks = spectral_peaks(target.to(flat.dtype), flat.numel() // 2).to(flat.device) / radians_per_unit
+    new = flat.clone()
+    new[flat.abs().argsort()[flat.numel() - peaks.numel():]] = peaks
+    return new.view_as(frequencies)
+
+
 def spectral_encoding(module: torch.nn.Module, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """New frequencies for every NeRF positional encoding and random Fourier features in ``module``
     (``{buffer name: tensor}``, empty when it has none): the lower half of its octaves (or of ``B``,
@@ -111,20 +123,10 @@ def spectral_encoding(module: torch.nn.Module, target: torch.Tensor) -> dict[str
     found = {}
     for name, encoding in module.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(encoding, PositionalEncoding):
-            octaves = torch.sort(encoding.frequencies).values
-            peaks = spectral_peaks(target.to(octaves.dtype), octaves.numel() // 2).to(octaves.device)
-            keep = octaves[: octaves.numel() - peaks.numel()]
-            found[prefix + "frequencies"] = torch.cat((keep, peaks))
-        elif isinstance(encoding, FourierFeatures):
-            # Random Fourier features (RFF): the same for the half of B farthest from 0, in cycles
-            # per unit of t; the Gaussian's low half keeps the envelope.
-            b = encoding.B.view(-1)
-            order = b.abs().argsort()
-            peaks = spectral_peaks(target.to(b.dtype), b.numel() // 2).to(b.device) / (2 * math.pi)
-            new = b.clone()
-            new[order[b.numel() - peaks.numel():]] = peaks
-            found[prefix + "B"] = new.view_as(encoding.B)
+        if isinstance(encoding, PositionalEncoding):  # radians per unit of t
+            found[prefix + "frequencies"] = with_partials(encoding.frequencies, target, 1.0)
+        elif isinstance(encoding, FourierFeatures):  # random Fourier features: cycles per unit of t
+            found[prefix + "B"] = with_partials(encoding.B, target, 2 * math.pi)
     return found
 
 
